@@ -1,0 +1,23 @@
+"""The built-in encoders and stores, registered exactly as a third-party plugin would."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .hookspecs import hookimpl
+
+
+@hookimpl
+def register_encoders(register: Callable[..., None]) -> None:
+    from .encoders.offline import OfflineEncoder
+
+    register(OfflineEncoder)
+
+
+@hookimpl
+def register_stores(register: Callable[..., None]) -> None:
+    from .stores.local import LocalStore
+    from .stores.memory import MemoryStore
+
+    register(LocalStore)
+    register(MemoryStore)

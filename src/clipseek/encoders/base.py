@@ -1,0 +1,100 @@
+"""The Encoder seam.
+
+An encoder maps images and texts into one vector space. Subclasses implement two methods that
+take a batch and return an ``(n, dim)`` float32 array; the base class normalises, checks shapes and
+batches, so every encoder keeps the invariant "unit float32 rows" without repeating the code.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..types import EncoderInfo, as_unit_vectors
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Maps a raw cosine to a relevance score in [0, 1] with a logistic curve.
+
+    ``score = 1 / (1 + exp(-(cosine - center) / scale))``: a raw cosine equal to ``center`` scores
+    0.5, which is meant as "probably a real match" for that model and query kind. The mapping is
+    monotonic, so a score threshold is also a raw-cosine threshold (see :meth:`cosine_at`).
+    """
+
+    center: float
+    scale: float
+
+    def score(self, cosine: float | np.ndarray) -> float | np.ndarray:
+        z = (np.asarray(cosine, dtype=np.float64) - self.center) / self.scale
+        out = 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+        return float(out) if np.ndim(out) == 0 else out
+
+    def cosine_at(self, score: float) -> float:
+        """The raw cosine at which the calibrated score equals ``score`` (0 < score < 1)."""
+        if score <= 0:
+            return -1.0
+        if score >= 1:
+            return 1.0 + 1e-6
+        return self.center + self.scale * math.log(score / (1.0 - score))
+
+
+class Encoder(ABC):
+    """Embeds images and texts into one space of ``dim`` dimensions.
+
+    Attributes a subclass sets:
+      name        the registry name (``clipseek --model NAME``)
+      model_id    what weights it runs (a hub id, a path, or a package name)
+      dim         vector size
+      version     bump when the same weights would produce different vectors (preprocessing change),
+                  so old collections are refused instead of silently mixing vector spaces
+      calibration per query kind ("text": text->image, "image": image->image)
+    """
+
+    name: ClassVar[str] = ""
+    model_id: str = ""
+    dim: int = 0
+    version: str = "1"
+    batch_size: int = 16
+    calibration: dict[str, Calibration] = {"text": Calibration(0.25, 0.05), "image": Calibration(0.8, 0.05)}
+
+    @abstractmethod
+    def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Return raw (not necessarily normalised) vectors for a batch of RGB images."""
+
+    @abstractmethod
+    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Return raw vectors for a batch of texts."""
+
+    # ---------------------------------------------------------------- written once for every encoder
+
+    @property
+    def info(self) -> EncoderInfo:
+        return EncoderInfo(name=self.name, model_id=self.model_id, dim=self.dim, version=self.version)
+
+    def embed_images(self, images: Iterable[Image.Image]) -> np.ndarray:
+        return self._batched(list(images), self._embed_images)
+
+    def embed_texts(self, texts: Iterable[str]) -> np.ndarray:
+        texts = [str(t) for t in texts]
+        return self._batched(texts, self._embed_texts)
+
+    def embed_image(self, image: Image.Image) -> np.ndarray:
+        return self.embed_images([image])[0]
+
+    def embed_text(self, text: str) -> np.ndarray:
+        return self.embed_texts([text])[0]
+
+    def _batched(self, items: list, fn) -> np.ndarray:  # type: ignore[no-untyped-def]
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = [fn(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+        return as_unit_vectors(np.concatenate(parts, axis=0), self.dim)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release model resources (optional)."""

@@ -1,0 +1,58 @@
+"""Exceptions raised by clipseek.
+
+Every error a user can cause derives from :class:`ClipseekError`, so the CLI and the REST API can
+turn it into a clear message and a non-zero exit / 4xx answer without a traceback::
+
+    ClipseekError
+    ├── CollectionNotFound        an unknown collection name
+    ├── CollectionExists          create() of a name that is already taken
+    ├── EncoderMismatch           querying or filling a collection with another encoder than it was built with
+    ├── UnknownPlugin             an encoder/store/source name nobody registered
+    ├── BadFilter                 a malformed filter, or one on a field the collection does not have
+    ├── BadVector                 a query or stored vector of the wrong shape, dtype or values
+    ├── BadImage                  an image that cannot be read (corrupt, empty, too large, not an image)
+    ├── RecordNotFound            --like / get of an id that is not in the collection
+    └── ModelUnavailable          an encoder whose weights or packages are missing
+"""
+
+from __future__ import annotations
+
+
+class ClipseekError(Exception):
+    """Base class for errors caused by input or configuration, not by a bug."""
+
+
+class CollectionNotFound(ClipseekError):
+    pass
+
+
+class CollectionExists(ClipseekError):
+    pass
+
+
+class EncoderMismatch(ClipseekError):
+    pass
+
+
+class UnknownPlugin(ClipseekError):
+    pass
+
+
+class BadFilter(ClipseekError):
+    pass
+
+
+class BadVector(ClipseekError):
+    pass
+
+
+class BadImage(ClipseekError):
+    pass
+
+
+class RecordNotFound(ClipseekError):
+    pass
+
+
+class ModelUnavailable(ClipseekError):
+    pass

@@ -1,0 +1,93 @@
+"""The VectorStore seam.
+
+A store holds the records of one collection: ids, unit float32 vectors of one dimension, and JSON
+metadata. It answers exact or approximate cosine top-k queries with metadata filters applied
+*inside* the search (a filter never drops a true match that an exact filtered scan would return).
+
+Contract (checked for every store by ``tests/contract/test_store_contract.py``):
+- ``upsert`` replaces a record with the same id (vector and metadata), atomically per call: after a
+  crash, a call's records are either all there or none are;
+- ``search`` returns at most ``limit`` hits sorted by cosine descending (ties by id ascending),
+  only those with ``cosine >= min_cosine`` when given, never ids in ``exclude``, and only records
+  that satisfy every condition in ``where`` (semantics of :mod:`clipseek.filters`);
+- a filter on a field that no record has raises :class:`~clipseek.errors.BadFilter`;
+- a vector of the wrong dimension raises :class:`~clipseek.errors.BadVector`;
+- ``Hit.score`` is left equal to the cosine; calibration is the engine's job.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Sequence
+
+import numpy as np
+
+from ..filters import Condition
+from ..types import Hit, Record
+
+
+class VectorStore(ABC):
+    """Base class of every store. ``path`` is a directory the store owns (None: in memory)."""
+
+    name: ClassVar[str] = ""
+    persistent: ClassVar[bool] = True
+
+    def __init__(self, path: Path | None, dim: int, **options: Any) -> None:
+        self.path = path
+        self.dim = dim
+
+    @abstractmethod
+    def upsert(self, records: Sequence[Record]) -> None: ...
+
+    @abstractmethod
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete records by id; returns how many existed."""
+
+    @abstractmethod
+    def get(self, ids: Sequence[str]) -> list[Record | None]:
+        """Records (with vectors) for the ids, None where an id is unknown."""
+
+    @abstractmethod
+    def count(self, where: Sequence[Condition] = ()) -> int: ...
+
+    @abstractmethod
+    def search(
+        self,
+        vector: np.ndarray,
+        limit: int = 10,
+        where: Sequence[Condition] = (),
+        min_cosine: float | None = None,
+        exclude: Iterable[str] = (),
+    ) -> list[Hit]: ...
+
+    @abstractmethod
+    def fields(self) -> list[str]:
+        """Names of the metadata fields present in the collection (what filters may name)."""
+
+    @abstractmethod
+    def ids(self) -> Iterable[str]:
+        """All ids (order unspecified)."""
+
+    def fingerprints(self) -> dict[str, str]:
+        """id -> ``_fingerprint`` metadata value, for incremental re-indexing."""
+        out: dict[str, str] = {}
+        for rec in self.get(list(self.ids())):
+            if rec is not None and "_fingerprint" in rec.metadata:
+                out[rec.id] = str(rec.metadata["_fingerprint"])
+        return out
+
+    def flush(self) -> None:  # noqa: B027
+        """Make everything written so far durable (optional; upsert is already atomic)."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release files and memory."""
+
+    def stats(self) -> dict[str, Any]:
+        return {"store": self.name, "count": self.count(), "dim": self.dim}
+
+    def __enter__(self) -> "VectorStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
