@@ -1,0 +1,310 @@
+"""The ``clipseek`` command line. Each command parses its options and makes one Engine call."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .engine import DEFAULT_COLLECTION, Engine, SearchResult
+from .errors import ClipseekError
+
+
+class _Ctx:
+    def __init__(self, data_dir: str | None) -> None:
+        self.data_dir = data_dir
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self.data_dir)
+        return self._engine
+
+
+def _fail_clean(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a ClipseekError into 'Error: <message>' and exit status 1, without a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ClipseekError as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+collection_option = click.option(
+    "-c",
+    "--collection",
+    default=DEFAULT_COLLECTION,
+    show_default=True,
+    help="Collection name.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clipseek")
+@click.option(
+    "--data-dir",
+    envvar="CLIPSEEK_HOME",
+    type=click.Path(file_okay=False),
+    help="Where collections live [env CLIPSEEK_HOME; default ~/.local/share/clipseek].",
+)
+@click.pass_context
+def cli(ctx: click.Context, data_dir: str | None) -> None:
+    """clipseek: self-hosted image search. Index photos, then find them with words
+    (English or Chinese), with another photo, or with a vector.
+
+    \b
+    Quick start:
+      clipseek demo                       index sample photos and run example queries
+      clipseek index ~/Pictures -c photos
+      clipseek search "a red car" -c photos
+      clipseek search "白色的猫" -c photos --json
+      clipseek search --image query.jpg -c photos --grid results.png
+    """
+    ctx.obj = _Ctx(data_dir)
+    ctx.call_on_close(lambda: ctx.obj._engine.close() if ctx.obj._engine else None)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@collection_option
+@click.option("--model", default=None, help="Encoder for a new collection (see `clipseek models`) [default: offline].")
+@click.option("--store", default=None, help="Store for a new collection (see `clipseek stores`) [default: local].")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per encoder batch.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Image decoding threads [default: CPU count].")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+@_fail_clean
+def index(
+    obj: _Ctx,
+    paths: tuple[str, ...],
+    collection: str,
+    model: str | None,
+    store: str | None,
+    batch_size: int | None,
+    workers: int | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Index image files and folders (recursive; jpg png webp bmp gif tiff; hidden files skipped).
+
+    Re-running adds only new or changed files; files that cannot be read are reported and skipped.
+    """
+    from tqdm import tqdm
+
+    col = obj.engine.collection(collection, model=model, store=store)
+    reports = []
+    for p in paths:
+        bar = tqdm(desc=f"indexing {p}", unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+        try:
+            rep = col.index(
+                p,
+                batch_size=batch_size,
+                workers=workers,
+                on_progress=bar.update,
+                on_total=lambda n: setattr(bar, "total", n) or bar.refresh(),
+            )
+        finally:
+            bar.close()
+        reports.append((p, rep))
+    if as_json:
+        out = {"collection": collection, "count": col.count(), "sources": [{"path": p, **r.to_dict()} for p, r in reports]}
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    for p, rep in reports:
+        click.echo(f"{p}: {rep.summary()}")
+        for item, reason in rep.failed[:50]:
+            click.echo(f"  skipped {item}: {reason}")
+        if len(rep.failed) > 50:
+            click.echo(f"  ... and {len(rep.failed) - 50} more (use --json for the full list)")
+    click.echo(f"collection {collection!r} now holds {col.count()} images")
+
+
+def _print_result(res: SearchResult) -> None:
+    q = res.query
+    what = q.get("text") or q.get("image") or q.get("like") or "vector"
+    click.echo(f"{len(res.hits)} results for {q['kind']} query {what!r} in {res.collection!r} ({res.took_ms:.0f} ms)")
+    if not res.hits:
+        return
+    click.echo(f"{'rank':>4}  {'score':>5}  {'cosine':>6}  id")
+    for i, h in enumerate(res.hits, 1):
+        click.echo(f"{i:>4}  {h.score:5.2f}  {h.cosine:6.3f}  {h.id}")
+
+
+@cli.command()
+@click.argument("text", required=False)
+@collection_option
+@click.option("--image", help="Search by an image: a file path or an http(s) URL.")
+@click.option("--like", help="Search by a record already in the collection (its id or file path); it is excluded.")
+@click.option("--vector", help="Search by a raw vector: a JSON list, or @file.npy / @file.json.")
+@click.option("-n", "--top", type=click.IntRange(1, 10000), default=10, show_default=True, help="How many results.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    help="Minimum calibrated score (0-1; 0.5 means 'probably a real match' for this model and query kind).",
+)
+@click.option("--min-cosine", type=float, help="Minimum raw cosine similarity (model-specific scale).")
+@click.option(
+    "-w",
+    "--where",
+    multiple=True,
+    help="Metadata filter, repeatable (AND): FIELD=VALUE, 'FIELD in A,B', FIELD>=VALUE, FIELD<VALUE ... "
+    "Times as ISO-8601 (2024-05-01T08:00).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON (ids, scores, metadata).")
+@click.option("--grid", type=click.Path(dir_okay=False), help="Also write the results as a picture grid (PNG).")
+@click.pass_obj
+@_fail_clean
+def search(
+    obj: _Ctx,
+    text: str | None,
+    collection: str,
+    image: str | None,
+    like: str | None,
+    vector: str | None,
+    top: int,
+    threshold: float | None,
+    min_cosine: float | None,
+    where: tuple[str, ...],
+    as_json: bool,
+    grid: str | None,
+) -> None:
+    """Find the images most similar to a TEXT, an --image, a record (--like) or a --vector."""
+    vec = _read_vector(vector) if vector is not None else None
+    col = obj.engine.open(collection)
+    res = col.search(
+        text, image=image, like=like, vector=vec, top=top, where=list(where), threshold=threshold, min_cosine=min_cosine
+    )
+    if as_json:
+        click.echo(res.to_json())
+    else:
+        _print_result(res)
+    if grid:
+        from .grid import render_grid
+        from .images import load_image
+
+        qimg = load_image(image) if image and not image.startswith(("http://", "https://")) else None
+        title = text or (f"like {like}" if like else f"image {image}" if image else "vector query")
+        out = render_grid(res.hits, grid, title=title, query_image=qimg)
+        click.echo(f"grid written to {out}", err=as_json)
+
+
+def _read_vector(spec: str) -> Any:
+    import numpy as np
+
+    from .errors import BadVector
+
+    try:
+        if spec.startswith("@"):
+            p = Path(spec[1:])
+            return np.load(p) if p.suffix == ".npy" else json.loads(p.read_text())
+        return json.loads(spec)
+    except (OSError, ValueError) as e:
+        raise BadVector(f"cannot read vector {spec[:40]!r}: {e}") from None
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+@_fail_clean
+def info(obj: _Ctx, name: str | None, as_json: bool) -> None:
+    """Show collections: model, store, size on disk, record count and filterable fields."""
+    eng = obj.engine
+    names = [name] if name else eng.names()
+    infos = [eng.open(n).info() for n in names]
+    if as_json:
+        click.echo(json.dumps(infos if not name else infos[0], ensure_ascii=False, indent=2))
+        return
+    if not infos:
+        click.echo(f"no collections in {eng.data_dir}; create one with `clipseek index PATH -c NAME`")
+        return
+    for i in infos:
+        m = i["model"]
+        click.echo(
+            f"{i['name']}: {i['count']} images, model {m['name']} ({m['model_id']}, {m['dim']}-d), "
+            f"store {i['store']}, {i['disk_bytes'] / 1e6:.1f} MB"
+        )
+        if name:
+            click.echo(f"  path: {i['path']}\n  created: {i['created_at']}\n  fields: {', '.join(i['fields'])}")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@collection_option
+@click.option("-w", "--where", multiple=True, help="Delete the records matching this filter (repeatable, AND).")
+@click.option("--all", "drop", is_flag=True, help="Delete the whole collection.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation with --all.")
+@click.pass_obj
+@_fail_clean
+def delete(obj: _Ctx, ids: tuple[str, ...], collection: str, where: tuple[str, ...], drop: bool, yes: bool) -> None:
+    """Delete records by id or by filter, or a whole collection with --all."""
+    eng = obj.engine
+    if drop:
+        if ids or where:
+            raise click.UsageError("--all deletes the whole collection; do not give ids or --where with it")
+        if not eng.exists(collection):
+            eng.open(collection)  # raises the usual 'no collection' error
+        if not yes:
+            click.confirm(f"Delete collection {collection!r} and all its records?", abort=True)
+        eng.drop(collection)
+        click.echo(f"collection {collection!r} deleted")
+        return
+    if not ids and not where:
+        raise click.UsageError("give record ids, --where filters, or --all")
+    col = eng.open(collection)
+    n = col.delete(ids, where=list(where) or None)
+    missing = len(ids) - n if not where else 0
+    click.echo(f"deleted {n} records from {collection!r}" + (f" ({missing} ids not found)" if missing > 0 else ""))
+
+
+@cli.command()
+@click.pass_obj
+def models(obj: _Ctx) -> None:
+    """List the encoders (models) that are installed."""
+    from .plugins import get_registry
+
+    for name, cls in sorted(get_registry().encoders.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        click.echo(f"{name}: {doc[0] if doc else ''}")
+
+
+@cli.command()
+@click.pass_obj
+def stores(obj: _Ctx) -> None:
+    """List the vector stores that are installed."""
+    from .plugins import get_registry
+
+    for name, cls in sorted(get_registry().stores.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        click.echo(f"{name}: {doc[0] if doc else ''}")
+
+
+@cli.command()
+@collection_option
+@click.option("--out", type=click.Path(file_okay=False), default="clipseek-demo", show_default=True, help="Where to write the result grids.")
+@click.pass_obj
+@_fail_clean
+def demo(obj: _Ctx, collection: str, out: str) -> None:
+    """Index the sample photos that ship with scikit-image and scikit-learn, then search them
+    by English and Chinese text and by an image; print the results and write picture grids."""
+    from .demo import run_demo
+
+    run_demo(obj.engine, collection=None if collection == DEFAULT_COLLECTION else collection, out_dir=Path(out), echo=click.echo)
+
+
+def main() -> None:
+    cli(prog_name="clipseek")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,427 @@
+"""The facade the CLI, the REST API and Python users share: :class:`Engine` and :class:`Collection`.
+
+An Engine owns a data directory. Each collection is a folder ``<data_dir>/collections/<name>/``
+holding ``collection.json`` (the encoder it was built with, the store kind) and the store's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from . import filters
+from .encoders.base import Calibration, Encoder
+from .errors import (
+    BadImage,
+    ClipseekError,
+    CollectionExists,
+    CollectionNotFound,
+    EncoderMismatch,
+    RecordNotFound,
+)
+from .images import load_image
+from .ingest import IngestReport, ingest
+from .plugins import get_registry
+from .sources import Source, source_for
+from .stores.base import VectorStore
+from .types import EncoderInfo, Hit, ImageRef, as_unit_vectors
+
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "offline"
+DEFAULT_STORE = "local"
+DEFAULT_COLLECTION = "default"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+URL_TIMEOUT = 20.0
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    """``$CLIPSEEK_HOME``, else ``$XDG_DATA_HOME/clipseek``, else ``~/.local/share/clipseek``."""
+    env = os.environ.get("CLIPSEEK_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "clipseek"
+
+
+@dataclass
+class SearchResult:
+    collection: str
+    query: dict[str, Any]
+    hits: list[Hit]
+    took_ms: float
+    model: str
+    where: list[filters.Condition] = field(default_factory=list)
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "model": self.model,
+            "query": self.query,
+            "where": filters.to_json(self.where),
+            "threshold": self.threshold,
+            "took_ms": round(self.took_ms, 3),
+            "hits": [h.to_dict() for h in self.hits],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+
+
+def _public(meta: dict[str, Any]) -> dict[str, Any]:
+    """Metadata as users see it: keys starting with '_' are clipseek's bookkeeping."""
+    return {k: v for k, v in meta.items() if not k.startswith("_")}
+
+
+def fetch_url(url: str, timeout: float = URL_TIMEOUT, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:
+    """Download a query image; BadImage with the reason when it cannot be had."""
+    if not url.startswith(("http://", "https://")):
+        raise BadImage(f"{url}: only http:// and https:// URLs are supported")
+    try:
+        req = urllib.request.Request(url, headers={"User-Agent": "clipseek"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - scheme checked above
+            data = r.read(max_bytes + 1)
+    except urllib.error.HTTPError as e:
+        raise BadImage(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise BadImage(f"{url}: cannot download ({reason})") from None
+    if len(data) > max_bytes:
+        raise BadImage(f"{url}: larger than {max_bytes:,} bytes")
+    return data
+
+
+class Collection:
+    """A named set of records built with one encoder. Get one from :meth:`Engine.collection`."""
+
+    def __init__(self, engine: Engine, name: str, path: Path, config: dict[str, Any]) -> None:
+        self.engine = engine
+        self.name = name
+        self.path = path
+        self.config = config
+        self.encoder_info = EncoderInfo.from_dict(config["encoder"])
+        self.store_name: str = config["store"]
+        cls = get_registry().store_class(self.store_name)
+        self.store: VectorStore = cls(path / "store" if cls.persistent else None, self.encoder_info.dim)
+        self._encoder: Encoder | None = None
+
+    # -------------------------------------------------------------------------------- encoder
+
+    @property
+    def encoder(self) -> Encoder:
+        """The collection's encoder, loaded on first use and checked against what built the data."""
+        if self._encoder is None:
+            enc = self.engine.encoder(self.encoder_info.name)
+            check_encoder(self.name, self.encoder_info, enc.info)
+            self._encoder = enc
+        return self._encoder
+
+    def calibration(self, kind: str) -> Calibration:
+        cal = self.encoder.calibration
+        return cal.get(kind) or cal["image"]
+
+    # -------------------------------------------------------------------------------- writing
+
+    def index(
+        self,
+        target: str | Path | Source | Iterable[ImageRef],
+        *,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Index a folder, an image file, a Source or ImageRefs. Unchanged items are skipped."""
+        src = source_for(target) if isinstance(target, (str, Path)) else target
+        refs = list(src)
+        if on_total:
+            on_total(len(refs))
+        report = IngestReport()
+        report.failed.extend(getattr(src, "problems", []))
+        encoder = self.encoder
+        ingest(
+            refs,
+            encoder,
+            self.store,
+            batch_size=batch_size,
+            workers=workers or (os.cpu_count() or 2),
+            known=self.store.fingerprints(),
+            on_progress=on_progress,
+            report=report,
+        )
+        return report
+
+    def delete(self, ids: Iterable[str] = (), where: Any = None) -> int:
+        ids = list(ids)
+        conds = filters.parse(where)
+        if conds:
+            filters.check_fields(conds, self.store.fields())
+            for rec in self.store.get(list(self.store.ids())):
+                if rec is not None and filters.matches(rec.metadata, conds):
+                    ids.append(rec.id)
+        return self.store.delete(ids)
+
+    # -------------------------------------------------------------------------------- reading
+
+    def count(self, where: Any = None) -> int:
+        return self.store.count(filters.parse(where))
+
+    def get(self, id: str) -> dict[str, Any]:
+        rec = self._resolve(id)
+        return {"id": rec.id, "metadata": _public(rec.metadata)}
+
+    def _resolve(self, id: str):  # type: ignore[no-untyped-def]
+        rec = self.store.get([id])[0]
+        if rec is None:
+            # --like accepts a file path too: folder ids are absolute paths
+            p = Path(id).expanduser()
+            if p.exists():
+                rec = self.store.get([str(p.resolve())])[0]
+        if rec is None:
+            raise RecordNotFound(f"no record {id!r} in collection {self.name!r}")
+        return rec
+
+    def query_vector(
+        self,
+        text: str | None = None,
+        *,
+        image: str | Path | bytes | None = None,
+        like: str | None = None,
+        vector: Any = None,
+    ) -> tuple[np.ndarray, dict[str, Any], str, str | None]:
+        """Turn one query into (unit vector, description, calibration kind, id to exclude)."""
+        given = [x is not None for x in (text, image, like, vector)]
+        if sum(given) != 1:
+            raise ClipseekError("give exactly one query: a text, an image, an existing id (like) or a vector")
+        if text is not None:
+            if not text.strip():
+                raise ClipseekError("empty text query")
+            return self.encoder.embed_text(text), {"kind": "text", "text": text}, "text", None
+        if image is not None:
+            if isinstance(image, bytes):
+                img, desc = load_image(image, name="<uploaded image>"), "<bytes>"
+            elif isinstance(image, str) and image.startswith(("http://", "https://")):
+                img, desc = load_image(fetch_url(image), name=image), image
+            else:
+                img, desc = load_image(image), str(image)
+            return self.encoder.embed_image(img), {"kind": "image", "image": desc}, "image", None
+        if like is not None:
+            rec = self._resolve(like)
+            return np.asarray(rec.vector), {"kind": "like", "like": rec.id}, "image", rec.id
+        vec = as_unit_vectors(vector, self.encoder_info.dim)[0]
+        return vec, {"kind": "vector"}, "image", None
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        image: str | Path | bytes | None = None,
+        like: str | None = None,
+        vector: Any = None,
+        top: int = 10,
+        where: Any = None,
+        threshold: float | None = None,
+        min_cosine: float | None = None,
+    ) -> SearchResult:
+        """Search by text, image (path, URL or bytes), an existing record id, or a raw vector.
+
+        ``threshold`` is the calibrated score in [0, 1] (0.5: probably a real match);
+        ``min_cosine`` a raw cosine floor. Results carry both scores and all metadata.
+        """
+        if top < 1:
+            raise ClipseekError(f"top must be at least 1, got {top}")
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise ClipseekError(f"threshold is a calibrated score between 0 and 1, got {threshold}")
+        t0 = time.perf_counter()
+        conds = filters.parse(where)
+        if conds:
+            filters.check_fields(conds, self.store.fields())
+        vec, desc, kind, exclude = self.query_vector(text, image=image, like=like, vector=vector)
+        cal = self.calibration(kind)
+        floor = min_cosine
+        if threshold is not None:
+            t_cos = cal.cosine_at(threshold)
+            floor = t_cos if floor is None else max(floor, t_cos)
+        hits = self.store.search(vec, limit=top, where=conds, min_cosine=floor, exclude=[exclude] if exclude else [])
+        for h in hits:
+            h.score = float(cal.score(h.cosine))
+            h.metadata = _public(h.metadata)
+        return SearchResult(
+            collection=self.name,
+            query=desc,
+            hits=hits,
+            took_ms=(time.perf_counter() - t0) * 1000,
+            model=self.encoder_info.name,
+            where=conds,
+            threshold=threshold,
+        )
+
+    def info(self) -> dict[str, Any]:
+        st = self.store.stats()
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "model": self.encoder_info.to_dict(),
+            "store": self.store_name,
+            "count": st.get("count"),
+            "disk_bytes": _du(self.path),
+            "created_at": self.config.get("created_at"),
+            "fields": [f for f in self.store.fields() if not f.startswith("_")],
+        }
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_encoder(collection: str, built: EncoderInfo, now: EncoderInfo) -> None:
+    if (built.model_id, built.dim, built.version) != (now.model_id, now.dim, now.version):
+        raise EncoderMismatch(
+            f"collection {collection!r} was built with {built.name} ({built.model_id}, {built.dim}-d, "
+            f"version {built.version}) but the encoder is now {now.name} ({now.model_id}, {now.dim}-d, "
+            f"version {now.version}); re-index into a new collection to use it"
+        )
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += (Path(root) / f).stat().st_size
+            except OSError:
+                pass
+    return total
+
+
+class Engine:
+    """Entry point of the Python API::
+
+        engine = Engine()                         # data in $CLIPSEEK_HOME or ~/.local/share/clipseek
+        photos = engine.collection("photos")      # open, or create with the default model
+        photos.index("~/Pictures")
+        for hit in photos.search("白色的猫", top=5).hits:
+            print(hit.score, hit.id)
+    """
+
+    def __init__(self, data_dir: str | Path | None = None) -> None:
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        self._encoders: dict[str, Encoder] = {}
+        self._open: dict[str, Collection] = {}
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.data_dir / "collections"
+
+    def encoder(self, name: str) -> Encoder:
+        """One shared encoder instance per name (models are loaded once per process)."""
+        if name not in self._encoders:
+            self._encoders[name] = get_registry().encoder_class(name)()
+        return self._encoders[name]
+
+    def names(self) -> list[str]:
+        d = self.collections_dir
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if (p / "collection.json").is_file())
+
+    def exists(self, name: str) -> bool:
+        return (self.collections_dir / name / "collection.json").is_file()
+
+    def create(self, name: str, model: str | None = None, store: str | None = None) -> Collection:
+        if not _NAME_RE.match(name):
+            raise ClipseekError(
+                f"bad collection name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)"
+            )
+        if self.exists(name):
+            raise CollectionExists(f"collection {name!r} already exists")
+        enc = self.encoder(model or DEFAULT_MODEL)
+        store_name = store or DEFAULT_STORE
+        get_registry().store_class(store_name)  # fail early on an unknown store
+        path = self.collections_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        config = {
+            "format": FORMAT_VERSION,
+            "name": name,
+            "encoder": enc.info.to_dict(),
+            "store": store_name,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        tmp = path / "collection.json.tmp"
+        tmp.write_text(json.dumps(config, indent=2))
+        os.replace(tmp, path / "collection.json")
+        col = Collection(self, name, path, config)
+        col._encoder = enc
+        self._open[name] = col
+        return col
+
+    def open(self, name: str) -> Collection:
+        if name in self._open:
+            return self._open[name]
+        cfg_path = self.collections_dir / name / "collection.json"
+        if not cfg_path.is_file():
+            known = ", ".join(self.names()) or "none yet"
+            raise CollectionNotFound(f"no collection {name!r} in {self.data_dir} (collections: {known})")
+        config = json.loads(cfg_path.read_text())
+        col = Collection(self, name, cfg_path.parent, config)
+        self._open[name] = col
+        return col
+
+    def collection(self, name: str = DEFAULT_COLLECTION, model: str | None = None, store: str | None = None) -> Collection:
+        """Open ``name``, or create it with ``model`` and ``store`` when it does not exist.
+
+        Asking for a model other than the one an existing collection was built with is refused.
+        """
+        if self.exists(name):
+            col = self.open(name)
+            if model is not None and model != col.encoder_info.name:
+                raise EncoderMismatch(
+                    f"collection {name!r} was built with model {col.encoder_info.name!r}, not {model!r}; "
+                    "use another collection name for another model"
+                )
+            return col
+        return self.create(name, model=model, store=store)
+
+    def drop(self, name: str) -> None:
+        col = self._open.pop(name, None)
+        if col is not None:
+            col.close()
+        path = self.collections_dir / name
+        if not (path / "collection.json").is_file():
+            raise CollectionNotFound(f"no collection {name!r}")
+        # Remove the config first: a crash half-way then leaves no half-collection that looks valid.
+        (path / "collection.json").unlink()
+        shutil.rmtree(path)
+
+    def close(self) -> None:
+        for col in self._open.values():
+            col.close()
+        self._open.clear()
+        for enc in self._encoders.values():
+            enc.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Collection", "Engine", "SearchResult", "default_data_dir"]

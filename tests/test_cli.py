@@ -1,0 +1,164 @@
+"""The CLI in process (click's CliRunner), on the persistent default store, with the test encoder."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from clipseek.cli import cli
+
+
+@pytest.fixture
+def run(tmp_path):  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    data = str(tmp_path / "data")
+
+    def invoke(*args: str, ok: bool = True, input: str | None = None):  # type: ignore[no-untyped-def]
+        res = runner.invoke(cli, ["--data-dir", data, *args], input=input, catch_exceptions=False)
+        if ok:
+            assert res.exit_code == 0, res.output
+        return res
+
+    return invoke
+
+
+@pytest.fixture
+def indexed(run, photo_dir):  # type: ignore[no-untyped-def]
+    res = run("index", str(photo_dir), "-c", "p", "--model", "test-colors", "-q")
+    assert f"{photo_dir}: 5 added, 0 updated, 0 unchanged, 0 failed" in res.output
+    assert "collection 'p' now holds 5 images" in res.output
+    return photo_dir
+
+
+def hits(res) -> list[dict]:  # type: ignore[no-untyped-def]
+    return json.loads(res.output)["hits"]
+
+
+def test_search_text_json(run, indexed) -> None:  # type: ignore[no-untyped-def]
+    res = run("search", "red", "-c", "p", "--json", "--top", "3")
+    out = json.loads(res.output)
+    assert out["query"] == {"kind": "text", "text": "red"}
+    assert out["model"] == "test-colors" and len(out["hits"]) == 3
+    top = out["hits"][0]
+    assert Path(top["id"]).name == "red.jpg"
+    assert top["metadata"]["file_name"] == "red.jpg" and 0 <= top["score"] <= 1 and -1 <= top["cosine"] <= 1
+
+
+def test_search_chinese_text_table(run, indexed) -> None:  # type: ignore[no-untyped-def]
+    res = run("search", "绿色", "-c", "p", "-n", "1")
+    lines = res.output.splitlines()
+    assert lines[0].startswith("1 results for text query '绿色' in 'p'")
+    assert lines[2].split()[0] == "1" and lines[2].endswith("green.png")
+
+
+def test_search_image_like_vector_where(run, indexed, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    q = tmp_path / "q.png"
+    Image.open(indexed / "blue.webp").resize((40, 30)).save(q)
+    assert Path(hits(run("search", "--image", str(q), "-c", "p", "--json", "-n", "1"))[0]["id"]).name == "blue.webp"
+    like = hits(run("search", "--like", str(indexed / "blue.webp"), "-c", "p", "--json"))
+    assert len(like) == 4 and all(Path(h["id"]).name != "blue.webp" for h in like)
+    sub = hits(run("search", "red", "-c", "p", "--json", "-w", "folder=sub"))
+    assert sorted(Path(h["id"]).name for h in sub) == ["white.gif", "yellow.bmp"]
+
+
+def test_search_vector_from_json_and_bad_dimension(run, indexed, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from clipseek.plugins import get_registry
+
+    vec = get_registry().encoder_class("test-colors")().embed_text("yellow")
+    np.save(tmp_path / "v.npy", vec)
+    res = run("search", "--vector", f"@{tmp_path / 'v.npy'}", "-c", "p", "--json", "-n", "1")
+    assert Path(hits(res)[0]["id"]).name == "yellow.bmp"
+    res = run("search", "--vector", json.dumps(vec.tolist()), "-c", "p", "--json", "-n", "1")
+    assert Path(hits(res)[0]["id"]).name == "yellow.bmp"
+    res = run("search", "--vector", "[1, 0, 0]", "-c", "p", ok=False)
+    assert res.exit_code == 1
+    assert "Error: wrong vector dimension: got 3, the collection holds 48-d vectors" in res.output
+
+
+def test_threshold_cuts_weak_matches(run, indexed) -> None:  # type: ignore[no-untyped-def]
+    all_hits = hits(run("search", "red", "-c", "p", "--json"))
+    strict = hits(run("search", "red", "-c", "p", "--json", "--threshold", "0.5"))
+    assert [h["id"] for h in strict] == [h["id"] for h in all_hits if h["score"] >= 0.5]
+
+
+def test_grid_is_written(run, indexed, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "g.png"
+    res = run("search", "red", "-c", "p", "--grid", str(out), "-n", "3")
+    assert f"grid written to {out}" in res.output
+    img = Image.open(out)
+    assert img.size[0] > 3 * 200 and img.size[1] > 200
+
+
+def test_errors_are_clear(run, indexed) -> None:  # type: ignore[no-untyped-def]
+    res = run("search", "red", "-c", "nope", ok=False)
+    assert res.exit_code == 1 and "Error: no collection 'nope'" in res.output
+    res = run("search", "red", "-c", "p", "-w", "camera=1", ok=False)
+    assert "Error: unknown filter field 'camera'" in res.output
+    res = run("search", "red", "-c", "p", "-w", "folder", ok=False)
+    assert "Error: cannot parse filter 'folder'" in res.output
+    res = run("search", "--like", "missing-id", "-c", "p", ok=False)
+    assert "Error: no record 'missing-id' in collection 'p'" in res.output
+    res = run("index", "/no/such/folder", "-c", "p", ok=False)
+    assert "Error: /no/such/folder: no such file or folder" in res.output
+
+
+def test_index_reports_bad_files_and_resumes(run, tmp_path, make_image) -> None:  # type: ignore[no-untyped-def]
+    d = tmp_path / "in"
+    make_image(d / "a.png", (200, 0, 0))
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    res = run("index", str(d), "-c", "x", "--model", "test-colors", "-q", "--json")
+    out = json.loads(res.output)
+    assert out["count"] == 1
+    src = out["sources"][0]
+    assert src["added"] == 1 and [Path(f["id"]).name for f in src["failed"]] == ["broken.jpg"]
+    make_image(d / "b.png", (0, 200, 0))
+    res = run("index", str(d), "-c", "x", "-q")
+    assert "1 added, 0 updated, 1 unchanged, 1 failed" in res.output
+    assert "skipped" in res.output and "broken.jpg" in res.output
+
+
+def test_info_and_delete(run, indexed) -> None:  # type: ignore[no-untyped-def]
+    info = json.loads(run("info", "p", "--json").output)
+    assert info["count"] == 5 and info["model"]["name"] == "test-colors" and info["model"]["dim"] == 48
+    assert {"folder", "file_name", "width", "height", "path"} <= set(info["fields"])
+    assert run("info").output.startswith("p: 5 images, model test-colors")
+    res = run("delete", str(indexed / "red.jpg"), "nope", "-c", "p")
+    assert "deleted 1 records from 'p' (1 ids not found)" in res.output
+    res = run("delete", "-c", "p", "-w", "folder=sub")
+    assert "deleted 2 records" in res.output
+    assert json.loads(run("info", "p", "--json").output)["count"] == 2
+    res = run("delete", "-c", "p", "--all", input="n\n", ok=False)
+    assert res.exit_code == 1 and json.loads(run("info", "p", "--json").output)["count"] == 2
+    assert "collection 'p' deleted" in run("delete", "-c", "p", "--all", "--yes").output
+    assert "no collections" in run("info").output
+
+
+def test_search_by_url(run, indexed) -> None:  # type: ignore[no-untyped-def]
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(indexed))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        res = run("search", "--image", f"{base}/green.png", "-c", "p", "--json", "-n", "1")
+        assert Path(hits(res)[0]["id"]).name == "green.png"
+        res = run("search", "--image", f"{base}/missing.png", "-c", "p", ok=False)
+        assert "HTTP 404" in res.output
+    finally:
+        srv.shutdown()
+
+
+def test_help_explains_commands(run) -> None:  # type: ignore[no-untyped-def]
+    out = run("--help").output
+    for cmd in ("index", "search", "info", "delete", "demo", "models", "stores"):
+        assert f"  {cmd}" in out
+    assert "--threshold" in run("search", "--help").output

@@ -1,0 +1,192 @@
+"""The Python API end to end with the test encoder: index, search every way, filters, errors."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import clipseek
+from clipseek.errors import (
+    BadFilter,
+    BadImage,
+    BadVector,
+    ClipseekError,
+    CollectionNotFound,
+    EncoderMismatch,
+    RecordNotFound,
+)
+
+STORE = "memory"
+
+
+@pytest.fixture
+def col(engine, photo_dir):  # type: ignore[no-untyped-def]
+    c = engine.create("t", model="test-colors", store=STORE)
+    rep = c.index(photo_dir)
+    assert rep.added == 5 and rep.failed == []
+    return c
+
+
+def names(res) -> list[str]:  # type: ignore[no-untyped-def]
+    return [Path(h.id).name for h in res.hits]
+
+
+def test_index_folder_skips_hidden_and_non_images(col, photo_dir) -> None:  # type: ignore[no-untyped-def]
+    assert col.count() == 5
+    ids = sorted(Path(i).name for i in col.store.ids())
+    assert ids == ["blue.webp", "green.png", "red.jpg", "white.gif", "yellow.bmp"]
+    meta = col.get(str(photo_dir / "sub" / "yellow.bmp"))["metadata"]
+    assert meta["folder"] == "sub" and meta["file_name"] == "yellow.bmp" and meta["width"] == 64
+    assert "_fingerprint" not in meta
+
+
+def test_text_search_ranks_matching_colour_first(col) -> None:  # type: ignore[no-untyped-def]
+    assert names(col.search("red", top=2))[0] == "red.jpg"
+    assert names(col.search("蓝色", top=1)) == ["blue.webp"]
+
+
+def test_scores_are_calibrated_and_raw_cosine_kept(col) -> None:  # type: ignore[no-untyped-def]
+    res = col.search("green", top=5)
+    cal = col.encoder.calibration["text"]
+    for h in res.hits:
+        assert h.score == pytest.approx(cal.score(h.cosine))
+    cos = [h.cosine for h in res.hits]
+    assert cos == sorted(cos, reverse=True)
+    d = res.to_dict()
+    assert set(d["hits"][0]) == {"id", "score", "cosine", "metadata"}
+
+
+def test_threshold_is_on_the_calibrated_score(col) -> None:  # type: ignore[no-untyped-def]
+    all_hits = col.search("red", top=5).hits
+    strict = col.search("red", top=5, threshold=0.5).hits
+    assert [h.id for h in strict] == [h.id for h in all_hits if h.score >= 0.5]
+    assert 1 <= len(strict) < len(all_hits)
+
+
+def test_image_query_from_path_bytes_and_like(col, photo_dir) -> None:  # type: ignore[no-untyped-def]
+    red = photo_dir / "red.jpg"
+    assert names(col.search(image=red, top=1)) == ["red.jpg"]
+    buf = io.BytesIO()
+    Image.open(red).transpose(Image.FLIP_LEFT_RIGHT).save(buf, "PNG")
+    assert names(col.search(image=buf.getvalue(), top=1)) == ["red.jpg"]
+    like = col.search(like=str(red), top=10)
+    assert "red.jpg" not in names(like) and len(like.hits) == 4
+    assert like.query == {"kind": "like", "like": str(red)}
+
+
+def test_vector_query_and_wrong_dimension(col) -> None:  # type: ignore[no-untyped-def]
+    v = col.encoder.embed_text("yellow")
+    assert names(col.search(vector=v.tolist(), top=1)) == ["yellow.bmp"]
+    with pytest.raises(BadVector, match="wrong vector dimension: got 3, the collection holds 48-d"):
+        col.search(vector=[1.0, 0.0, 0.0])
+
+
+def test_filters(col) -> None:  # type: ignore[no-untyped-def]
+    assert sorted(names(col.search("red", where={"folder": "sub"}))) == ["white.gif", "yellow.bmp"]
+    assert names(col.search("red", where=["file_name in green.png,blue.webp"], top=1)) == ["green.png"]
+    assert col.count(where=["width>=64"]) == 5
+    assert col.count(where={"width": {"gt": 64}}) == 0
+    with pytest.raises(BadFilter, match="unknown filter field 'colour'"):
+        col.search("red", where=["colour=red"])
+    with pytest.raises(BadFilter, match="cannot parse filter"):
+        col.search("red", where=["=red"])
+    with pytest.raises(BadFilter, match="needs a number or an ISO-8601 time"):
+        col.search("red", where={"width": {"gt": "wide"}})
+
+
+def test_reindex_adds_only_new_or_changed(col, photo_dir, make_image) -> None:  # type: ignore[no-untyped-def]
+    rep = col.index(photo_dir)
+    assert (rep.added, rep.updated, rep.unchanged) == (0, 0, 5)
+    make_image(photo_dir / "new.png", (10, 10, 200))
+    make_image(photo_dir / "red.jpg", (10, 200, 10), size=(80, 40))  # changed content and size
+    rep = col.index(photo_dir)
+    assert (rep.added, rep.updated, rep.unchanged) == (1, 1, 4)
+    assert col.count() == 6
+    assert col.get(str(photo_dir / "red.jpg"))["metadata"]["width"] == 80
+
+
+def test_bad_files_are_reported_and_the_rest_indexed(engine, tmp_path, make_image) -> None:  # type: ignore[no-untyped-def]
+    d = tmp_path / "mixed"
+    make_image(d / "ok1.png", (200, 0, 0))
+    make_image(d / "ok2.jpg", (0, 200, 0))
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "text.png").write_text("hello, not a png")
+    good = (d / "ok2.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    c = engine.create("mixed", model="test-colors", store=STORE)
+    rep = c.index(d)
+    failed = dict((Path(i).name, r) for i, r in rep.failed)
+    assert rep.added == 2 and c.count() == 2
+    assert failed["empty.jpg"] == "empty file"
+    assert failed["text.png"] == "not an image (unrecognised format)"
+    assert failed["truncated.jpg"].startswith("corrupt or truncated image")
+
+
+def test_decompression_bomb_is_refused(tmp_path, make_image) -> None:  # type: ignore[no-untyped-def]
+    from clipseek.images import load_image
+
+    p = make_image(tmp_path / "big.png", size=(300, 200))
+    with pytest.raises(BadImage, match=r"image too large \(300x200 = 60,000 pixels, limit 50,000\)"):
+        load_image(p, max_pixels=50_000)
+    assert load_image(p).size == (300, 200)
+
+
+def test_unknown_collection_and_mismatched_model(engine, col) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(CollectionNotFound, match="no collection 'nope'"):
+        engine.open("nope")
+    with pytest.raises(EncoderMismatch, match="built with model 'test-colors', not 'offline'"):
+        engine.collection("t", model="offline")
+
+
+def test_encoder_version_change_is_refused(engine, col, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from clipseek.plugins import get_registry
+
+    ColorEncoder = get_registry().encoder_class("test-colors")
+    engine._open.clear()
+    engine._encoders.clear()
+    monkeypatch.setattr(ColorEncoder, "version", "2")
+    with pytest.raises(EncoderMismatch, match="version 1.*version 2"):
+        engine.open("t").search("red")
+
+
+def test_like_unknown_id(col) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(RecordNotFound, match="no record 'nope' in collection 't'"):
+        col.search(like="nope")
+
+
+def test_exactly_one_query(col) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ClipseekError, match="exactly one query"):
+        col.search("red", like="x")
+    with pytest.raises(ClipseekError, match="exactly one query"):
+        col.search()
+
+
+def test_delete_by_id_and_filter_and_drop(engine, col, photo_dir) -> None:  # type: ignore[no-untyped-def]
+    assert col.delete([str(photo_dir / "red.jpg"), "unknown"]) == 1
+    assert col.delete(where={"folder": "sub"}) == 2
+    assert sorted(Path(i).name for i in col.store.ids()) == ["blue.webp", "green.png"]
+    engine.drop("t")
+    assert engine.names() == []
+    with pytest.raises(CollectionNotFound):
+        engine.open("t")
+
+
+def test_url_query_errors(col) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(BadImage, match="cannot download"):
+        col.search(image="http://127.0.0.1:9/nothing.jpg")
+
+
+def test_public_api_is_exported() -> None:
+    assert sorted(clipseek.__all__) == clipseek.__all__
+    for name in clipseek.__all__:
+        assert getattr(clipseek, name) is not None
+
+
+def test_vectors_are_unit_float32(col, photo_dir) -> None:  # type: ignore[no-untyped-def]
+    rec = col.store.get([str(photo_dir / "green.png")])[0]
+    assert rec.vector.dtype == np.float32
+    assert np.linalg.norm(rec.vector) == pytest.approx(1.0, abs=1e-6)
