@@ -142,8 +142,11 @@ def test_info_and_delete(run, indexed) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_search_by_url(run, indexed) -> None:  # type: ignore[no-untyped-def]
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(indexed))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(indexed))
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
@@ -155,6 +158,7 @@ def test_search_by_url(run, indexed) -> None:  # type: ignore[no-untyped-def]
         assert "HTTP 404" in res.output
     finally:
         srv.shutdown()
+        srv.server_close()
 
 
 def test_help_explains_commands(run) -> None:  # type: ignore[no-untyped-def]

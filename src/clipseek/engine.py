@@ -333,7 +333,7 @@ class Engine:
     def encoder(self, name: str) -> Encoder:
         """One shared encoder instance per name (models are loaded once per process)."""
         if name not in self._encoders:
-            self._encoders[name] = get_registry().encoder_class(name)()
+            self._encoders[name] = get_registry().make_encoder(name)
         return self._encoders[name]
 
     def names(self) -> list[str]:

@@ -41,6 +41,18 @@ class Registry:
             known = ", ".join(sorted(self.encoders))
             raise UnknownPlugin(f"unknown model {name!r}; available: {known}") from None
 
+    def make_encoder(self, spec: str) -> Any:
+        """An encoder instance for a registered name, or for a spec (preset, hub id, local
+        directory) that one of the registered classes accepts through ``from_spec``."""
+        if spec in self.encoders:
+            return self.encoders[spec]()
+        for cls in self.encoders.values():
+            enc = cls.from_spec(spec)
+            if enc is not None:
+                return enc
+        known = ", ".join(sorted(self.encoders))
+        raise UnknownPlugin(f"unknown model {spec!r}; available: {known} (or a preset, hub id or model directory)")
+
     def store_class(self, name: str) -> type:
         try:
             return self.stores[name]

@@ -71,11 +71,23 @@ class Encoder(ABC):
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Return raw vectors for a batch of texts."""
 
+    @classmethod
+    def from_spec(cls, spec: str) -> "Encoder | None":
+        """Build an encoder for a model spec that is not a registered name (a preset, a hub id,
+        a local directory), or return None if this class does not handle it. Called by the
+        registry for every registered class in turn; the default handles nothing."""
+        return None
+
+    @property
+    def spec(self) -> str:
+        """What to pass to the registry to get this encoder again (stored in collection.json)."""
+        return self.name
+
     # ---------------------------------------------------------------- written once for every encoder
 
     @property
     def info(self) -> EncoderInfo:
-        return EncoderInfo(name=self.name, model_id=self.model_id, dim=self.dim, version=self.version)
+        return EncoderInfo(name=self.spec, model_id=self.model_id, dim=self.dim, version=self.version)
 
     def embed_images(self, images: Iterable[Image.Image]) -> np.ndarray:
         return self._batched(list(images), self._embed_images)
