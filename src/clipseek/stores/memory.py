@@ -47,16 +47,17 @@ class MemoryStore(VectorStore):
     def upsert(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        vecs = as_unit_vectors(np.stack([np.asarray(r.vector) for r in records]), self.dim)
+        vecs = [as_unit_vectors(r.vector, self.dim)[0] for r in records]  # checks every row before any write
+        latest = {r.id: (v, r) for r, v in zip(records, vecs)}  # the same id twice: the last one wins
         new_rows = []
-        for r, v in zip(records, vecs):
-            if r.id in self._pos:
-                i = self._pos[r.id]
+        for rid, (v, r) in latest.items():
+            if rid in self._pos:
+                i = self._pos[rid]
                 self._vecs[i] = v
                 self._meta[i] = dict(r.metadata)
             else:
-                self._pos[r.id] = len(self._ids) + len(new_rows)
-                new_rows.append((r.id, v, dict(r.metadata)))
+                self._pos[rid] = len(self._ids) + len(new_rows)
+                new_rows.append((rid, v, dict(r.metadata)))
         if new_rows:
             self._ids.extend(r[0] for r in new_rows)
             self._meta.extend(r[2] for r in new_rows)

@@ -1,0 +1,732 @@
+"""The VectorStore contract, checked for every registered store against an exact numpy reference
+and :func:`clipseek.filters.matches`; plus the local store's own promises (HNSW recall, filtered
+HNSW, crash safety, rebuilding a stale index)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from clipseek import filters
+from clipseek.errors import BadFilter, BadVector, ClipseekError
+from clipseek.stores.base import VectorStore
+from clipseek.types import Record
+
+DIM = 32
+
+
+def _registered_stores() -> dict[str, type]:
+    try:
+        from clipseek.plugins import get_registry
+
+        return dict(get_registry().stores)
+    except ImportError:
+        # The registry also imports the built-in encoders; while one of them cannot be imported
+        # (e.g. its optional packages are missing) collect the stores through the same hooks.
+        import pluggy
+
+        from clipseek import default_plugins, hookspecs
+
+        pm = pluggy.PluginManager("clipseek")
+        pm.add_hookspecs(hookspecs)
+        pm.register(default_plugins, name="clipseek.default_plugins")
+        pm.load_setuptools_entrypoints("clipseek")
+        stores: dict[str, type] = {}
+        pm.hook.register_stores(register=lambda cls: stores.__setitem__(cls.name, cls))
+        return stores
+
+
+STORES = _registered_stores()
+PERSISTENT = sorted(n for n, c in STORES.items() if c.persistent)
+
+
+@pytest.fixture(params=sorted(STORES))
+def store_cls(request: pytest.FixtureRequest) -> type:
+    return STORES[request.param]
+
+
+@pytest.fixture
+def make(tmp_path: Path, store_cls: type) -> Iterator[Callable[..., VectorStore]]:
+    """make(dim=DIM, name='s', **options) -> an open store of the class under test (closed at teardown)."""
+    opened: list[VectorStore] = []
+
+    def _make(dim: int = DIM, name: str = "s", **options: Any) -> VectorStore:
+        path = tmp_path / name if store_cls.persistent else None
+        st = store_cls(path, dim, **options)
+        opened.append(st)
+        return st
+
+    yield _make
+    for st in opened:
+        st.close()
+
+
+# ------------------------------------------------------------------------------------- reference
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def clustered(
+    n: int, dim: int, seed: int = 0, clusters: int = 50, spread: float = 0.35, centers_seed: int = 0
+) -> np.ndarray:
+    """Unit vectors around ``clusters`` random centres (the same centres for the same centers_seed)."""
+    centers = unit(np.random.default_rng(centers_seed).standard_normal((clusters, dim)))
+    rng = np.random.default_rng(seed)
+    x = centers[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim)
+    return unit(x)
+
+
+class Reference:
+    """The exact answer: a cosine scan over all records, ties by id, filtered by filters.matches."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.ids = [r.id for r in records]
+        self.vecs = unit(np.stack([r.vector for r in records]))
+        self.meta = [r.metadata for r in records]
+
+        self._masks: dict[str, np.ndarray] = {}
+
+    def mask(self, where) -> np.ndarray:  # type: ignore[no-untyped-def]
+        key = repr(where)
+        if key not in self._masks:
+            self._masks[key] = np.array([filters.matches(m, where) for m in self.meta], dtype=bool)
+        return self._masks[key]
+
+    def search(self, q, limit=10, where=(), min_cosine=None, exclude=()):  # type: ignore[no-untyped-def]
+        s = self.vecs @ unit(q)
+        keep = self.mask(where) if where else np.ones(len(s), dtype=bool)
+        if min_cosine is not None:
+            keep = keep & (s >= min_cosine)
+        cand = np.nonzero(keep)[0]
+        if len(cand) > limit + 50:  # everything that can reach the top ``limit``, ties included
+            cut = np.partition(s[cand], len(cand) - limit)[len(cand) - limit]
+            cand = cand[s[cand] >= cut]
+        out = [(self.ids[i], float(s[i])) for i in cand if self.ids[i] not in exclude]
+        if len(out) < limit and len(cand) < int(keep.sum()):
+            out = [(self.ids[i], float(s[i])) for i in np.nonzero(keep)[0] if self.ids[i] not in exclude]
+        out.sort(key=lambda p: (-p[1], p[0]))
+        return out[:limit]
+
+    def matching(self, where) -> set[str]:  # type: ignore[no-untyped-def]
+        return {self.ids[i] for i in np.nonzero(self.mask(where))[0]}
+
+
+def assert_same(hits, ref, tol: float = 1e-5) -> None:  # type: ignore[no-untyped-def]
+    assert [h.id for h in hits] == [i for i, _ in ref]
+    for h, (_, c) in zip(hits, ref):
+        assert abs(h.cosine - c) <= tol
+        assert h.score == pytest.approx(h.cosine)
+
+
+def random_records(n: int, dim: int = DIM, seed: int = 0, prefix: str = "r") -> list[Record]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return [Record(f"{prefix}{i:05d}", x[i], {"i": i, "camera": f"cam-{i % 10}"}) for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------- basics
+
+
+def test_upsert_get_count_delete(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    assert st.count() == 0 and list(st.ids()) == [] and st.fields() == []
+    assert st.search(np.ones(DIM)) == []
+    recs = random_records(50)
+    st.upsert(recs[:30])
+    st.upsert(recs[30:])
+    st.upsert([])
+    assert st.count() == 50
+    assert sorted(st.ids()) == sorted(r.id for r in recs)
+    got = st.get(["r00003", "missing", "r00049"])
+    assert got[1] is None
+    assert got[0].id == "r00003" and got[0].metadata == {"i": 3, "camera": "cam-3"}
+    np.testing.assert_allclose(got[0].vector, unit(recs[3].vector), atol=1e-6)
+    assert got[0].vector.dtype == np.float32 and got[0].vector.shape == (DIM,)
+    assert st.fields() == ["camera", "i"]
+    assert st.delete(["r00003", "r00004", "nope"]) == 2
+    assert st.delete(["r00003"]) == 0
+    assert st.count() == 48
+    assert st.get(["r00003"]) == [None]
+    assert "r00003" not in set(st.ids())
+    q = recs[3].vector
+    assert "r00003" not in [h.id for h in st.search(q, limit=48)]
+    assert st.stats()["count"] == 48
+
+
+def test_upsert_replaces_vector_and_metadata(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    recs = random_records(20)
+    st.upsert(recs)
+    new_vec = -recs[0].vector
+    st.upsert([Record("r00000", new_vec, {"other": "x"})])
+    assert st.count() == 20
+    rec = st.get(["r00000"])[0]
+    assert rec.metadata == {"other": "x"}
+    np.testing.assert_allclose(rec.vector, unit(new_vec), atol=1e-6)
+    assert st.search(new_vec, limit=1)[0].id == "r00000"
+    assert "r00000" not in [h.id for h in st.search(recs[0].vector, limit=5)]
+    assert st.count(filters.parse({"other": "x"})) == 1
+    assert st.count(filters.parse({"camera": "cam-0"})) == 1  # r00010 only
+    # a field no record has any more is unknown again
+    st.upsert([Record("r00000", new_vec, {})])
+    assert "other" not in st.fields()
+    with pytest.raises(BadFilter):
+        st.count(filters.parse({"other": "x"}))
+
+
+def test_repeated_id_in_one_call_last_wins(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    a, b = np.eye(DIM, dtype=np.float32)[:2]
+    st.upsert([Record("x", a, {"v": 1}), Record("x", b, {"v": 2})])
+    assert st.count() == 1
+    rec = st.get(["x"])[0]
+    assert rec.metadata == {"v": 2}
+    np.testing.assert_allclose(rec.vector, b)
+
+
+def test_search_equals_exact_reference(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    recs = random_records(2000, seed=1)
+    st.upsert(recs)
+    ref = Reference(recs)
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        q = rng.standard_normal(DIM)
+        assert_same(st.search(q, limit=10), ref.search(q, 10))
+    q = rng.standard_normal(DIM).astype(np.float64)  # any float dtype, 1-D or (1, dim)
+    assert_same(st.search(q[None, :], limit=7), ref.search(q, 7))
+
+
+def test_limit(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    recs = random_records(30)
+    st.upsert(recs)
+    q = recs[0].vector
+    assert st.search(q, limit=0) == []
+    assert len(st.search(q, limit=1)) == 1
+    assert_same(st.search(q, limit=100), Reference(recs).search(q, 100))
+
+
+def test_min_cosine(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    recs = random_records(500, seed=3)
+    st.upsert(recs)
+    ref = Reference(recs)
+    q = recs[7].vector + 0.5 * recs[8].vector
+    for mc in (0.9, 0.3, 0.1, -1.0):
+        hits = st.search(q, limit=50, min_cosine=mc)
+        assert all(h.cosine >= mc for h in hits)
+        assert_same(hits, ref.search(q, 50, min_cosine=mc))
+    assert st.search(q, limit=10, min_cosine=1.01) == []
+
+
+def test_exclude(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    recs = random_records(300, seed=4)
+    st.upsert(recs)
+    ref = Reference(recs)
+    q = recs[5].vector
+    top = [h.id for h in st.search(q, limit=5)]
+    assert top[0] == "r00005"
+    excl = set(top[:3]) | {"unknown-id"}
+    hits = st.search(q, limit=5, exclude=excl)
+    assert not excl & {h.id for h in hits}
+    assert_same(hits, ref.search(q, 5, exclude=excl))
+    # a generator works too
+    assert_same(st.search(q, limit=5, exclude=(i for i in excl)), ref.search(q, 5, exclude=excl))
+
+
+def test_ties_are_broken_by_id(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    e = np.eye(DIM, dtype=np.float32)
+    ids = ["b", "a", "d", "c", "e"]
+    st.upsert([Record(i, e[0], {}) for i in ids] + [Record("z", e[1], {})])
+    hits = st.search(e[0], limit=3)
+    assert [h.id for h in hits] == ["a", "b", "c"]
+    assert all(h.cosine == pytest.approx(1.0) for h in hits)
+    assert [h.id for h in st.search(e[0], limit=10)] == ["a", "b", "c", "d", "e", "z"]
+
+
+def test_wrong_dimension(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    st.upsert(random_records(5))
+    with pytest.raises(BadVector):
+        st.upsert([Record("x", np.ones(DIM + 1, dtype=np.float32), {})])
+    with pytest.raises(BadVector):
+        st.upsert([Record("x", np.zeros(DIM), {})])
+    with pytest.raises(BadVector):
+        st.upsert([Record("x", np.full(DIM, np.nan), {})])
+    with pytest.raises(BadVector):
+        st.search(np.ones(DIM + 3))
+    assert st.count() == 5  # a refused call writes nothing
+    assert st.get(["y"]) == [None]
+
+
+def test_wrong_dimension_inside_a_batch(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    with pytest.raises(BadVector):
+        st.upsert([Record("y", np.ones(DIM), {}), Record("x", np.ones(DIM - 1), {})])
+    assert st.count() == 0
+
+
+# ------------------------------------------------------------------------------------- filters
+
+FILTER_CASES = [
+    {"camera": "cam-3"},
+    {"camera": {"in": ["cam-1", "cam-2", "nope"]}},
+    {"camera": ["cam-4", "cam-5"]},
+    {"year": 2024},  # int 2024 and string "2024" both
+    {"year": "2024"},
+    {"year": 2024.0},
+    {"year": {"gte": 2023}},
+    {"year": {"lt": "2022"}},
+    {"speed": {"gt": 50}},
+    {"speed": {"gte": 50, "lte": 75.5}},
+    {"speed": {"lt": "10"}},
+    {"speed": 42},
+    {"taken": {"gte": "2024-05-01", "lt": "2024-05-02T12:00:00"}},
+    {"taken": {"gt": "2024-05-01T10:00:00Z"}},
+    {"taken": {"lte": "2024-05-01T09:30:00+02:00"}},
+    {"taken": {"gte": "2024-05-03"}},
+    {"taken": "2024-05-01"},  # string equality only
+    {"labels": "car"},
+    {"labels": {"in": ["dog", "tree"]}},
+    {"labels": 3},
+    {"flag": True},
+    {"flag": "false"},
+    {"note": "x"},  # present on few records, None on others
+    {"nested": "x"},  # a dict value is stored, never matches
+    {"camera": "cam-3", "speed": {"gt": 20}},  # AND
+    {"camera": {"in": ["cam-1", "cam-3"]}, "labels": "car", "taken": {"lt": "2024-05-03T00:00:00Z"}},
+    ["camera=cam-7", "speed<=30"],  # CLI spellings
+    "camera in cam-8,cam-9",
+    "year>=2025",
+]
+
+
+def filter_records(n: int = 1200, seed: int = 5) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    base = datetime(2024, 4, 29, tzinfo=timezone.utc).timestamp()
+    out = []
+    for i in range(n):
+        md: dict[str, Any] = {"camera": f"cam-{i % 10}"}
+        y = 2020 + (i % 7)
+        md["year"] = str(y) if i % 3 == 0 else y
+        if i % 5:
+            md["speed"] = None if i % 11 == 0 else round(float(rng.uniform(0, 100)), 1)
+        if i % 13 == 0:
+            md["speed"] = 42
+        t = base + float(rng.uniform(0, 6 * 86400))
+        iso = datetime.fromtimestamp(t, tz=timezone.utc)
+        form = i % 4
+        if form == 0:
+            md["taken"] = iso.strftime("%Y-%m-%dT%H:%M:%SZ")
+        elif form == 1:
+            md["taken"] = iso.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+        elif form == 2:
+            md["taken"] = iso.date().isoformat()
+        else:
+            md["taken"] = iso.isoformat()  # +00:00
+        labels = [w for k, w in enumerate(["car", "dog", "tree", "person"]) if (i >> k) & 1]
+        if i % 17 == 0:
+            labels.append(3)
+        if i % 9:
+            md["labels"] = labels
+        md["flag"] = bool(i % 2)
+        if i % 50 == 0:
+            md["note"] = "x"
+        elif i % 50 == 1:
+            md["note"] = None
+        if i % 7 == 0:
+            md["nested"] = {"a": 1}
+        out.append(Record(f"f{i:05d}", x[i], md))
+    return out
+
+
+@pytest.fixture
+def filtered_store(make):  # type: ignore[no-untyped-def]
+    recs = filter_records()
+    st = make()
+    st.upsert(recs[:700])
+    st.upsert(recs[700:])
+    return st, Reference(recs)
+
+
+@pytest.mark.parametrize("where", FILTER_CASES, ids=[json.dumps(w) for w in FILTER_CASES])
+def test_filter_semantics(filtered_store, where) -> None:  # type: ignore[no-untyped-def]
+    st, ref = filtered_store
+    conds = filters.parse(where)
+    expected = ref.matching(conds)
+    assert st.count(conds) == len(expected)
+    hits = st.search(np.ones(DIM), limit=len(ref.ids), where=conds)
+    assert {h.id for h in hits} == expected
+    assert all(filters.matches(h.metadata, conds) for h in hits)
+    rng = np.random.default_rng(len(expected))
+    for _ in range(3):
+        q = rng.standard_normal(DIM)
+        assert_same(st.search(q, limit=10, where=conds), ref.search(q, 10, where=conds))
+
+
+def test_filter_with_datetime_metadata(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    e = np.eye(DIM, dtype=np.float32)
+    st.upsert(
+        [
+            Record("a", e[0], {"taken": datetime(2024, 5, 1, 12, tzinfo=timezone.utc)}),
+            Record("b", e[1], {"taken": datetime(2024, 5, 3, tzinfo=timezone.utc)}),
+        ]
+    )
+    assert [h.id for h in st.search(e[0], where=filters.parse({"taken": {"lt": "2024-05-02"}}))] == ["a"]
+
+
+def test_unknown_field_is_bad_filter(filtered_store) -> None:  # type: ignore[no-untyped-def]
+    st, _ = filtered_store
+    with pytest.raises(BadFilter, match="camra"):
+        st.search(np.ones(DIM), where=filters.parse({"camra": "cam-1"}))
+    with pytest.raises(BadFilter, match="camra"):
+        st.count(filters.parse({"camra": "cam-1"}))
+
+
+def test_unusable_bounds_are_bad_filters(filtered_store) -> None:  # type: ignore[no-untyped-def]
+    st, _ = filtered_store
+    for cond in (
+        filters.Condition("speed", "gt", "fast"),
+        filters.Condition("speed", "eq", None),
+        filters.Condition("camera", "in", ()),
+    ):
+        with pytest.raises(BadFilter):
+            st.search(np.ones(DIM), where=[cond])
+
+
+def test_selective_filter_is_exact(make) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(6)
+    x = clustered(4000, DIM, seed=6)
+    recs = [Record(f"s{i:05d}", x[i], {"rare": "yes" if i % 150 == 7 else "no"}) for i in range(4000)]
+    st = make()
+    st.upsert(recs)
+    ref = Reference(recs)
+    conds = filters.parse({"rare": "yes"})
+    assert 0 < st.count(conds) < 0.01 * len(recs)
+    for _ in range(10):
+        q = x[rng.integers(0, 4000)]
+        assert_same(st.search(q, limit=10, where=conds), ref.search(q, 10, where=conds))
+
+
+def test_fingerprints_ids_fields(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    e = np.eye(DIM, dtype=np.float32)
+    st.upsert(
+        [
+            Record("a", e[0], {"_fingerprint": "123:456", "x": 1}),
+            Record("b", e[1], {"x": 2}),
+            Record("c", e[2], {"_fingerprint": "9:9"}),
+        ]
+    )
+    assert st.fingerprints() == {"a": "123:456", "c": "9:9"}
+    assert sorted(st.ids()) == ["a", "b", "c"]
+    assert st.fields() == ["_fingerprint", "x"]
+
+
+def test_concurrent_searches(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    recs = random_records(1000, seed=8)
+    st.upsert(recs)
+    ref = Reference(recs)
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        try:
+            rng = np.random.default_rng(seed)
+            for _ in range(20):
+                q = rng.standard_normal(DIM)
+                assert_same(st.search(q, limit=5), ref.search(q, 5))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+# ------------------------------------------------------------------------------------- persistence
+
+
+@pytest.mark.parametrize("name", PERSISTENT)
+def test_persistence(tmp_path: Path, name: str) -> None:
+    cls = STORES[name]
+    recs = filter_records(600, seed=9)
+    ref = Reference(recs)
+    st = cls(tmp_path / "p", DIM)
+    st.upsert(recs[:400])
+    st.upsert(recs[400:])
+    st.delete(["f00000", "f00001"])
+    st.upsert([Record("f00002", recs[2].vector, {"camera": "moved"})])
+    qs = np.random.default_rng(10).standard_normal((5, DIM))
+    conds = filters.parse({"camera": {"in": ["cam-3", "moved"]}})
+    before = [[(h.id, h.cosine, h.metadata) for h in st.search(q, 10, where=w)] for q in qs for w in ((), conds)]
+    fields, count, fps = st.fields(), st.count(), st.fingerprints()
+    st.close()
+    st.close()  # idempotent
+    with cls(tmp_path / "p", DIM) as st2:
+        after = [[(h.id, h.cosine, h.metadata) for h in st2.search(q, 10, where=w)] for q in qs for w in ((), conds)]
+        assert after == before
+        assert st2.fields() == fields and st2.count() == count == 598 and st2.fingerprints() == fps
+        assert st2.get(["f00000"]) == [None]
+        assert st2.get(["f00002"])[0].metadata == {"camera": "moved"}
+        assert st2.get(["f00003"])[0].metadata == recs[3].metadata
+        assert ref  # (reference unchanged)
+
+
+@pytest.mark.parametrize("name", PERSISTENT)
+def test_reopen_with_other_dimension_is_refused(tmp_path: Path, name: str) -> None:
+    cls = STORES[name]
+    with cls(tmp_path / "p", DIM) as st:
+        st.upsert(random_records(3))
+    with pytest.raises(BadVector, match=str(DIM)):
+        cls(tmp_path / "p", DIM * 2)
+    with cls(tmp_path / "p", DIM) as st:  # and the failed open left it usable
+        assert st.count() == 3
+
+
+# ------------------------------------------------------------------------------------- local store
+
+needs_local = pytest.mark.skipif("local" not in STORES, reason="local store not registered")
+
+
+def _local() -> type:
+    return STORES["local"]
+
+
+def _hnsw_setup(tmp_path: Path, n: int = 20_000, dim: int = 64) -> tuple[Any, list[Record], Reference, np.ndarray]:
+    x = clustered(n, dim, seed=11, clusters=100)
+    cams = np.random.default_rng(12).integers(0, 100, n)
+    recs = [
+        Record(
+            f"h{i:06d}",
+            x[i],
+            {"camera": f"cam-{cams[i]:02d}", "tenth": int(i % 10 == 0), "rare": i % 250 == 3},
+        )
+        for i in range(n)
+    ]
+    st = _local()(tmp_path / "h", dim, exact_below=0)
+    for i in range(0, n, 5000):
+        st.upsert(recs[i : i + 5000])
+    queries = clustered(60, dim, seed=13, clusters=100)
+    return st, recs, Reference(recs), queries
+
+
+@needs_local
+def test_local_hnsw_recall_filters_and_reopen(tmp_path: Path) -> None:
+    st, recs, ref, queries = _hnsw_setup(tmp_path)
+    assert st.stats()["index"] == "hnsw"
+    # unfiltered recall@10 on the graph path
+    hit = 0
+    for q in queries:
+        got = {h.id for h in st.search(q, 10)}
+        hit += len(got & {i for i, _ in ref.search(q, 10)})
+    recall = hit / (10 * len(queries))
+    assert recall >= 0.95, recall
+
+    # a 10% filter takes the graph path (filtered_exact_fraction 0.02): every hit matches, and the
+    # recall stays high
+    conds = filters.parse({"tenth": 1})
+    hit = 0
+    for q in queries[:30]:
+        hits = st.search(q, 10, where=conds)
+        assert len(hits) == 10 and all(h.metadata["tenth"] == 1 for h in hits)
+        hit += len({h.id for h in hits} & {i for i, _ in ref.search(q, 10, where=conds)})
+    assert hit / 300 >= 0.95
+
+    # a 1% filter forced onto the graph path too: matches only, never short
+    conds1 = filters.parse({"camera": "cam-07"})
+    st.filtered_exact_fraction = 0.0
+    try:
+        for q in queries[:10]:
+            hits = st.search(q, 10, where=conds1)
+            assert len(hits) == 10 and all(h.metadata["camera"] == "cam-07" for h in hits)
+    finally:
+        st.filtered_exact_fraction = 0.02
+    # < 1% of rows (0.4%): exact scan even with exact_below=0
+    conds2 = filters.parse({"rare": True})
+    for q in queries[:10]:
+        assert_same(st.search(q, 10, where=conds2), ref.search(q, 10, where=conds2))
+
+    # exclude / min_cosine on the graph path
+    q = recs[123].vector
+    hits = st.search(q, 5, exclude=["h000123"], min_cosine=0.5)
+    assert "h000123" not in {h.id for h in hits} and all(h.cosine >= 0.5 for h in hits)
+
+    before = [[h.id for h in st.search(q, 10)] for q in queries[:10]]
+    st.close()
+    assert (tmp_path / "h" / "hnsw.bin").exists()
+    t0 = time.perf_counter()
+    st = _local()(tmp_path / "h", 64, exact_below=0)
+    assert time.perf_counter() - t0 < 5
+    assert [[h.id for h in st.search(q, 10)] for q in queries[:10]] == before
+    assert not st._index_dirty  # loaded from the file, nothing to catch up
+    st.close()
+
+
+@needs_local
+def test_local_stale_or_missing_index_is_caught_up(tmp_path: Path) -> None:
+    n, dim = 3000, 32
+    x = clustered(n + 500, dim, seed=14)
+    recs = [Record(f"k{i:05d}", x[i], {"g": i % 3}) for i in range(n + 500)]
+    path = tmp_path / "k"
+    st = _local()(path, dim, exact_below=0)
+    st.upsert(recs[:n])
+    st.close()
+    old_index = (path / "hnsw.bin").read_bytes()
+
+    # more writes while the index is not loaded (no search), then the old file is put back
+    st = _local()(path, dim, exact_below=0)
+    st.upsert(recs[n:])
+    st.delete([f"k{i:05d}" for i in range(200)])
+    st.upsert([Record("k00300", -x[300], {"g": 9})])
+    st.close()
+    live = recs[200:]
+    live = [r if r.id != "k00300" else Record("k00300", -x[300], {"g": 9}) for r in live]
+    ref = Reference(live)
+
+    def check(st) -> None:  # type: ignore[no-untyped-def]
+        assert st.count() == n + 300
+        for r in (live[0], live[-1], live[100], recs[n + 7]):
+            assert st.search(r.vector, 1)[0].id == r.id
+        assert st.search(-x[300], 1)[0].id == "k00300"
+        deleted = {f"k{i:05d}" for i in range(200)}
+        rng = np.random.default_rng(15)
+        hit = 0
+        for _ in range(30):
+            q = x[rng.integers(0, n)]
+            got = [h.id for h in st.search(q, 10)]
+            assert not deleted & set(got)
+            hit += len(set(got) & {i for i, _ in ref.search(q, 10)})
+        assert hit / 300 >= 0.95
+
+    for damage in ("stale", "missing", "garbage", "truncated"):
+        if damage == "stale":
+            (path / "hnsw.bin").write_bytes(old_index)
+        elif damage == "missing":
+            (path / "hnsw.bin").unlink()
+        elif damage == "garbage":
+            (path / "hnsw.bin").write_bytes(os.urandom(5000))
+        else:
+            (path / "hnsw.bin").write_bytes(old_index[: len(old_index) // 2])
+        st = _local()(path, dim, exact_below=0)
+        check(st)
+        st.close()
+    with _local()(path, dim, exact_below=0) as st:  # and the repaired file is good as saved
+        check(st)
+
+
+@needs_local
+def test_local_refuses_second_open(tmp_path: Path) -> None:
+    with _local()(tmp_path / "l", DIM) as st:
+        st.upsert(random_records(3))
+        with pytest.raises(ClipseekError, match="already open"):
+            _local()(tmp_path / "l", DIM)
+    with _local()(tmp_path / "l", DIM) as st:
+        assert st.count() == 3
+
+
+CRASH_WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from clipseek.stores.local import LocalStore
+    from clipseek.types import Record
+    path, dim, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    st = LocalStore(path, dim, exact_below=int(sys.argv[4]))
+    b = st.count() // batch
+
+    def rec(i, call):
+        v = np.random.default_rng(i).standard_normal(dim).astype(np.float32)
+        return Record(f"c{i:07d}", v, {"i": i, "call": call, "tag": "t%d" % (i % 5), "pad": "x" * (i % 40)})
+
+    while True:
+        recs = [rec(b * batch + j, b) for j in range(batch)]  # 'batch' new ids per call
+        if b % 3 == 2:  # and, every third call, re-upserts of half the previous call's ids
+            recs += [rec((b - 1) * batch + j, b) for j in range(0, batch, 2)]
+        st.upsert(recs)
+        b += 1
+        if b % 10 == 3:
+            st.flush()  # saves the index when there is one: later calls make it stale
+            print("ready", flush=True)
+    """
+)
+
+
+def expected_call(i: int, batch: int, calls: int) -> int:
+    b = i // batch
+    if (b + 1) % 3 == 2 and (i % batch) % 2 == 0 and b + 1 < calls:
+        return b + 1
+    return b
+
+
+@needs_local
+@pytest.mark.parametrize("exact_below", [100_000, 0])
+def test_local_survives_sigkill_mid_write(tmp_path: Path, exact_below: int) -> None:
+    dim, batch = 48, 40
+    path = tmp_path / "crash"
+    script = tmp_path / "writer.py"
+    script.write_text(CRASH_WRITER)
+    for delay in (0.25, 0.6):  # killed twice; the second run resumes the first's store
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(path), str(dim), str(batch), str(exact_below)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            line = proc.stdout.readline()
+            assert line.strip() == "ready", proc.stderr.read()
+            time.sleep(delay)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        st = _local()(path, dim, exact_below=exact_below)
+        try:
+            n = st.count()
+            calls = n // batch
+            assert n == calls * batch and calls >= 3  # a whole number of calls
+            ids = sorted(st.ids())
+            assert ids == [f"c{i:07d}" for i in range(n)]
+            recs = st.get(ids)
+            for r in recs:  # complete records, and each from the last call that wrote it
+                i = int(r.id[1:])
+                want = unit(np.random.default_rng(i).standard_normal(dim))
+                np.testing.assert_allclose(r.vector, want, atol=1e-6)
+                assert r.metadata == {
+                    "i": i,
+                    "call": expected_call(i, batch, calls),
+                    "tag": f"t{i % 5}",
+                    "pad": "x" * (i % 40),
+                }
+            # search works after the crash (index caught up or rebuilt), filters too
+            for probe in (ids[0], ids[len(ids) // 2], ids[-1]):
+                v = st.get([probe])[0].vector
+                assert st.search(v, 1)[0].id == probe
+            assert st.count(filters.parse({"tag": "t3"})) == sum(1 for r in recs if r.metadata["tag"] == "t3")
+        finally:
+            st.close()
