@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -27,8 +28,6 @@ class _Ctx:
 
 def _fail_clean(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a ClipseekError into 'Error: <message>' and exit status 1, without a traceback."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -76,7 +75,12 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @collection_option
-@click.option("--model", default=None, help="Encoder for a new collection (see `clipseek models`) [default: offline].")
+@click.option(
+    "--model",
+    default=None,
+    help="Model for a new collection: a preset (see `clipseek model list`), a hub id, a model directory or "
+    "'offline' [default: $CLIPSEEK_MODEL, else a CLIP preset found locally or downloadable, else offline].",
+)
 @click.option("--store", default=None, help="Store for a new collection (see `clipseek stores`) [default: local].")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per encoder batch.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Image decoding threads [default: CPU count].")
@@ -111,7 +115,7 @@ def index(
                 batch_size=batch_size,
                 workers=workers,
                 on_progress=bar.update,
-                on_total=lambda n: setattr(bar, "total", n) or bar.refresh(),
+                on_total=functools.partial(_set_total, bar),
             )
         finally:
             bar.close()
@@ -127,6 +131,11 @@ def index(
         if len(rep.failed) > 50:
             click.echo(f"  ... and {len(rep.failed) - 50} more (use --json for the full list)")
     click.echo(f"collection {collection!r} now holds {col.count()} images")
+
+
+def _set_total(bar: Any, n: int) -> None:
+    bar.total = n
+    bar.refresh()
 
 
 def _print_result(res: SearchResult) -> None:
@@ -300,6 +309,16 @@ def demo(obj: _Ctx, collection: str, out: str) -> None:
     from .demo import run_demo
 
     run_demo(obj.engine, collection=None if collection == DEFAULT_COLLECTION else collection, out_dir=Path(out), echo=click.echo)
+
+
+def _attach_model_commands() -> None:
+    from .cli_model import classify, model
+
+    cli.add_command(model)
+    cli.add_command(classify)
+
+
+_attach_model_commands()
 
 
 def main() -> None:

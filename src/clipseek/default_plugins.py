@@ -9,9 +9,11 @@ from .hookspecs import hookimpl
 
 @hookimpl
 def register_encoders(register: Callable[..., None]) -> None:
+    from .encoders.hf import HFClipEncoder
     from .encoders.offline import OfflineEncoder
 
     register(OfflineEncoder)
+    register(HFClipEncoder)  # CLIP / Chinese-CLIP / SigLIP: presets, hub ids, model directories
 
 
 @hookimpl

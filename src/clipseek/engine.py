@@ -352,7 +352,11 @@ class Engine:
             )
         if self.exists(name):
             raise CollectionExists(f"collection {name!r} already exists")
-        enc = self.encoder(model or DEFAULT_MODEL)
+        if model is None:
+            from .modelfiles import resolve_default_model
+
+            model = resolve_default_model(os.environ.get("CLIPSEEK_MODEL"))
+        enc = self.encoder(model)
         store_name = store or DEFAULT_STORE
         get_registry().store_class(store_name)  # fail early on an unknown store
         path = self.collections_dir / name

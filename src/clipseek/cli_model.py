@@ -1,0 +1,167 @@
+"""``clipseek model ...`` and ``clipseek classify``: standalone click objects, attached to the main
+group with ``cli.add_command(model)`` and ``cli.add_command(classify)``. They need no ``--data-dir``:
+models live in ``$CLIPSEEK_HOME/models`` (see :mod:`clipseek.modelfiles`).
+
+\b
+  clipseek model list                          presets and local models
+  clipseek model pull clip-vit-b32 [--dir D]   download a preset or hub id into a directory
+  clipseek model export DIR [--int8]           write ONNX towers (fp32, + int8) into DIR/onnx
+  clipseek model pack DIR model.tar            one archive + model.tar.sha256 for an air-gapped machine
+  clipseek model unpack model.tar [--dir D]    verify the checksum, then extract
+  clipseek classify a.jpg b.jpg --labels cat,dog,car [--model M] [--json]
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .errors import ClipseekError
+
+
+def _clean(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ClipseekError as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+@click.group("model")
+def model() -> None:
+    """Get, convert and move CLIP-family models (presets, hub ids, directories)."""
+
+
+@model.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_clean
+def list_cmd(as_json: bool) -> None:
+    """Presets clipseek knows and models found on this machine."""
+    from . import modelfiles as mf
+    from .encoders.presets import PRESETS
+
+    local = mf.list_local()
+    if as_json:
+        click.echo(json.dumps({"presets": [p.to_dict() for p in PRESETS.values()], "local": local,
+                               "models_dir": str(mf.models_dir())}, ensure_ascii=False, indent=2))
+        return
+    click.echo("Presets:")
+    for p in PRESETS.values():
+        have = "local" if mf.find_local(p.name) else "not downloaded"
+        click.echo(f"  {p.name:30s} {p.dim:4d}-d  {p.hub_id:45s} {have}")
+        click.echo(f"  {'':30s} {p.description}")
+    click.echo(f"Local models in {mf.models_dir()}:" if local else f"No local models in {mf.models_dir()}.")
+    for m in local:
+        click.echo(f"  {m['name']:30s} {m['status']:18s} {m['path']}")
+
+
+@model.command("pull")
+@click.argument("name")
+@click.option("--dir", "dest", type=click.Path(file_okay=False), default=None,
+              help="Target directory [default: $CLIPSEEK_HOME/models/NAME].")
+@_clean
+def pull_cmd(name: str, dest: str | None) -> None:
+    """Download preset or hub id NAME into a directory (needs the hub)."""
+    from . import modelfiles as mf
+
+    path = mf.pull(name, dest)
+    click.echo(f"{name} -> {path}")
+    click.echo(f"Use it with --model {name if dest is None else path}; make it fast with `clipseek model export {path}`.")
+
+
+@model.command("export")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--int8/--no-int8", default=True, show_default=True, help="Also write int8 (dynamically quantised) towers.")
+@click.option("--default", "default", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="Which precision the encoder uses when it finds this export.")
+@_clean
+def export_cmd(model_dir: str, int8: bool, default: str) -> None:
+    """Write MODEL_DIR's image and text towers to ONNX (MODEL_DIR/onnx)."""
+    from .encoders.onnx_export import export
+
+    man = export(model_dir, int8=int8, default=default, progress=lambda m: click.echo(m, err=True))
+    par = man["parity"]
+    click.echo(f"wrote {Path(model_dir) / 'onnx'}: fp32 cosine to torch >= "
+               f"{min(par['fp32_min_cosine'].values()):.6f}"
+               + (f"; int8 >= {min(par['int8_min_cosine'].values()):.4f}" if "int8_min_cosine" in par else ""))
+
+
+@model.command("pack")
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.argument("archive", type=click.Path(dir_okay=False))
+@_clean
+def pack_cmd(model_dir: str, archive: str) -> None:
+    """Pack MODEL_DIR into ARCHIVE (.tar, or .tar.gz) and write ARCHIVE.sha256."""
+    from . import modelfiles as mf
+
+    out, digest = mf.pack(model_dir, archive)
+    click.echo(f"{out}  sha256 {digest}  (checksum in {out.name}.sha256)")
+
+
+@model.command("unpack")
+@click.argument("archive", type=click.Path(dir_okay=False))
+@click.option("--dir", "dest", type=click.Path(file_okay=False), default=None,
+              help="Where to extract [default: $CLIPSEEK_HOME/models].")
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check (not recommended).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model directory of the same name.")
+@_clean
+def unpack_cmd(archive: str, dest: str | None, no_verify: bool, overwrite: bool) -> None:
+    """Verify ARCHIVE against ARCHIVE.sha256 and extract the model directory."""
+    from . import modelfiles as mf
+
+    path = mf.unpack(archive, dest, verify=not no_verify, overwrite=overwrite)
+    click.echo(f"{archive} -> {path}")
+    click.echo(f"Use it with --model {path}" + (f" (or --model {path.name})" if dest is None else ""))
+
+
+@click.command("classify")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", required=True, help="Candidate labels, comma separated: cat,dog,car or 猫,狗,汽车.")
+@click.option("--model", "model_spec", default=None, help="Preset, hub id or model directory [default: resolved].")
+@click.option("--template", "templates", multiple=True, help="Prompt template(s) with {} for the label.")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default=None, help="Template language [default: per label].")
+@click.option("--top", default=3, show_default=True, help="Labels to show per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON with every label's probability.")
+@_clean
+def classify(images: tuple[str, ...], labels: str, model_spec: str | None, templates: tuple[str, ...],
+             lang: str | None, top: int, as_json: bool) -> None:
+    """Zero-shot labels for IMAGES: softmax over --labels with the model's prompt templates."""
+    from . import zeroshot
+    from .modelfiles import resolve_default_model
+    from .plugins import get_registry
+
+    labs = zeroshot.parse_labels(labels)
+    if len(labs) < 2:
+        raise ClipseekError("give at least two labels (--labels cat,dog)")
+    spec = resolve_default_model(model_spec, notify=lambda m: click.echo(m, err=True))
+    enc = get_registry().make_encoder(spec)
+    try:
+        probs = zeroshot.classify(enc, [Path(p) for p in images], labs, templates=list(templates) or None, lang=lang)
+    finally:
+        enc.close()
+    if as_json:
+        out = {"model": enc.spec, "labels": labs,
+               "results": [{"image": img, "probs": {lab: round(float(p), 6) for lab, p in zip(labs, row)},
+                            "top": [lab for lab, _ in zeroshot.top_labels(row[None], labs, top)[0]]}
+                           for img, row in zip(images, probs)]}
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    for img, row in zip(images, probs):
+        best = ", ".join(f"{lab} {p:.1%}" for lab, p in zeroshot.top_labels(row[None], labs, top)[0])
+        click.echo(f"{img}: {best}")
+
+
+def main() -> None:  # pragma: no cover - for `python -m clipseek.cli_model` before the lead wires it in
+    group = click.Group(commands={"model": model, "classify": classify})
+    group(prog_name="clipseek", args=sys.argv[1:])
+
+
+__all__ = ["classify", "model"]

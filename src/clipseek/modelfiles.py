@@ -1,0 +1,502 @@
+"""Where model weights come from, and how they move to an air-gapped machine.
+
+- :func:`resolve_default_model` picks the model of a new collection (issue 3's order).
+- :func:`find_local` / :func:`locate` turn a preset name or hub id into a local directory: clipseek's
+  model directory (``$CLIPSEEK_HOME/models/<name>``) first, then the Hugging Face cache, then (when
+  allowed) a download from the hub with a progress bar.
+- :func:`pull` downloads a preset or hub id into a plain directory; :func:`pack` turns a model directory
+  into one ``.tar`` (or ``.tar.gz``) plus a ``<archive>.sha256`` file; :func:`unpack` verifies the
+  checksum before writing anything, then extracts into ``$CLIPSEEK_HOME/models`` (or ``dest``).
+- :func:`check_model_dir` says clearly what a directory lacks (``ModelUnavailable`` naming the file).
+
+Nothing here imports torch or transformers. ``huggingface_hub`` is imported only to download or to look
+into its cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .encoders.presets import DEFAULT_ORDER, DEFAULT_PRESET, PRESETS, Preset, get_preset, preset_for_hub_id
+from .errors import ClipseekError, ModelUnavailable, UnknownPlugin
+
+OFFLINE_MODEL = "offline"
+HUB_TIMEOUT = 3.0
+SUPPORTED_ARCHS = ("clip", "chinese_clip", "siglip")
+MARKER = "clipseek-model.json"  # written by pull/unpack: where a directory came from
+ONNX_MANIFEST = Path("onnx") / "manifest.json"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json")
+SMALL_FILES = ("config.json", "preprocessor_config.json") + TOKENIZER_FILES
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# What to fetch of a model repository: configs, tokenizer, one weights format; never TF/Flax/ONNX copies.
+DOWNLOAD_PATTERNS = ["config.json", "preprocessor_config.json", "tokenizer*", "special_tokens_map.json",
+                     "vocab.json", "vocab.txt", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
+                     "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+                     "pytorch_model-*.bin"]
+
+
+# ------------------------------------------------------------------------------------------ places
+
+
+def models_dir() -> Path:
+    """``$CLIPSEEK_HOME/models`` (the same root as the collections; see ``engine.default_data_dir``)."""
+    from .engine import default_data_dir
+
+    return default_data_dir() / "models"
+
+
+def hub_cache_dir() -> Path:
+    env = os.environ.get("HF_HUB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    home = os.environ.get("HF_HOME")
+    base = Path(home).expanduser() if home else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return base / "hub"
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    return bool(HUB_ID_RE.match(spec)) and not spec.startswith((".", "~"))
+
+
+def looks_like_path(spec: str) -> bool:
+    if spec.startswith(("/", "./", "../", "~")) or Path(spec).expanduser().exists():
+        return True
+    return os.sep in spec and not looks_like_hub_id(spec)
+
+
+# ------------------------------------------------------------------------------------------ directories
+
+
+@dataclass
+class ModelDir:
+    """What a checked model directory holds."""
+
+    path: Path
+    arch: str | None
+    torch_weights: bool
+    onnx: dict[str, Any] | None  # the export manifest, when ``onnx/manifest.json`` exists
+    marker: dict[str, Any]
+
+    @property
+    def hub_id(self) -> str | None:
+        return self.marker.get("hub_id") or (self.onnx or {}).get("hub_id")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelUnavailable(f"cannot read {path}: {e}") from None
+
+
+def check_model_dir(path: str | Path, need: str = "any") -> ModelDir:
+    """Check that ``path`` is a usable model directory, or raise ModelUnavailable naming what is missing.
+
+    ``need``: ``"torch"`` (config + weights + tokenizer), ``"onnx"`` (an export manifest and its files +
+    tokenizer) or ``"any"`` (either).
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelUnavailable(f"model directory {p} does not exist")
+    if not p.is_dir():
+        raise ModelUnavailable(f"{p} is not a directory (a model is a directory with config.json and weights)")
+    marker = read_json(p / MARKER) if (p / MARKER).is_file() else {}
+    onnx = read_json(p / ONNX_MANIFEST) if (p / ONNX_MANIFEST).is_file() else None
+    arch = None
+    problems: list[str] = []
+    torch_ok = False
+    if (p / "config.json").is_file():
+        cfg = read_json(p / "config.json")
+        arch = cfg.get("model_type")
+        if arch not in SUPPORTED_ARCHS:
+            raise ModelUnavailable(
+                f"{p}: model type {arch!r} is not supported; clipseek runs {', '.join(SUPPORTED_ARCHS)} models"
+            )
+        weights = [w for w in WEIGHT_FILES if (p / w).is_file()]
+        for idx in SHARD_INDEXES:
+            if (p / idx).is_file():
+                shards = sorted(set(read_json(p / idx).get("weight_map", {}).values()))
+                missing = [s for s in shards if not (p / s).is_file()]
+                if missing:
+                    problems.append(f"weights shard {missing[0]} is missing (listed in {idx})")
+                else:
+                    weights.append(idx)
+        if weights:
+            torch_ok = True
+        elif not problems:
+            problems.append("the weights file is missing (model.safetensors or pytorch_model.bin)")
+    else:
+        problems.append("config.json is missing")
+    if onnx is not None:
+        arch = arch or onnx.get("arch")
+        for key in ("image", "text"):
+            f = onnx.get(key, {}).get("file")
+            if f and not (p / "onnx" / f).is_file():
+                raise ModelUnavailable(f"{p}: onnx/{f} is missing (listed in onnx/manifest.json); re-run `clipseek model export`")
+    tok = [f for f in ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model") if (p / f).is_file()]
+    if (p / "vocab.json").is_file() and not (p / "merges.txt").is_file() and not (p / "tokenizer.json").is_file():
+        raise ModelUnavailable(f"{p}: merges.txt is missing (the CLIP tokenizer needs vocab.json and merges.txt)")
+    if not tok:
+        raise ModelUnavailable(
+            f"{p}: the tokenizer files are missing (tokenizer.json, vocab.json + merges.txt, vocab.txt or spiece.model)"
+        )
+    if need == "torch" or (need == "any" and onnx is None):
+        if problems:
+            raise ModelUnavailable(f"{p} is not a complete model directory: {problems[0]}")
+    if need == "onnx" and onnx is None:
+        raise ModelUnavailable(f"{p} has no ONNX export (onnx/manifest.json); run `clipseek model export {p}`")
+    return ModelDir(path=p.resolve(), arch=arch, torch_weights=torch_ok, onnx=onnx, marker=marker)
+
+
+def fingerprint(path: str | Path) -> str:
+    """A stable identity of the weights in a directory: a hash of the small files (configs, tokenizer)
+    and, for each weights file, its name, size and first and last MiB. Same files -> same value in
+    every process and after copying; different weights -> different value. An ONNX-only directory
+    carries the fingerprint of the weights it was exported from."""
+    p = Path(path)
+    weights = [w for w in (*WEIGHT_FILES, *SHARD_INDEXES) if (p / w).is_file()]
+    for idx in SHARD_INDEXES:
+        if (p / idx).is_file():
+            weights += sorted(set(read_json(p / idx).get("weight_map", {}).values()))
+    if not weights and (p / ONNX_MANIFEST).is_file():
+        fp = read_json(p / ONNX_MANIFEST).get("source_fingerprint")
+        if fp:
+            return str(fp)
+    h = hashlib.sha256()
+    for name in ("config.json", "preprocessor_config.json", "tokenizer.json", "vocab.json", "merges.txt",
+                 "vocab.txt", "spiece.model"):
+        f = p / name
+        if f.is_file():
+            h.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
+    for name in weights:
+        f = p / name
+        size = f.stat().st_size
+        h.update(f"{name}\0{size}\0".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ finding
+
+
+def _local_candidates(name: str) -> list[Path]:
+    out = [models_dir() / name]
+    preset = get_preset(name)
+    hub_id = preset.hub_id if preset else name
+    if "/" in hub_id:
+        out.append(models_dir() / hub_id.replace("/", "--"))
+    return out
+
+
+def _patterns_for(preset: Preset | None) -> list[str]:
+    if preset is None:
+        return DOWNLOAD_PATTERNS
+    weights = list(preset.weights)
+    return [p for p in DOWNLOAD_PATTERNS if p not in ("*.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                                                      "pytorch_model.bin.index.json", "pytorch_model-*.bin")] + weights
+
+
+def find_in_hub_cache(hub_id: str) -> Path | None:
+    """The cached snapshot of ``hub_id`` (its ``main`` ref) when it is complete, else None."""
+    base = hub_cache_dir() / ("models--" + hub_id.replace("/", "--"))
+    ref = base / "refs" / "main"
+    snaps = base / "snapshots"
+    cands = []
+    if ref.is_file():
+        cands.append(snaps / ref.read_text().strip())
+    if snaps.is_dir():
+        cands += sorted((d for d in snaps.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in cands:
+        try:
+            check_model_dir(d)
+            return d
+        except ModelUnavailable:
+            continue
+    return None
+
+
+def find_local(name: str) -> Path | None:
+    """A complete local directory for a preset name or hub id: clipseek's model directory first, then the
+    Hugging Face cache. None when neither has it."""
+    for d in _local_candidates(name):
+        if d.is_dir():
+            try:
+                check_model_dir(d)
+                return d
+            except ModelUnavailable:
+                continue
+    preset = get_preset(name)
+    hub_id = preset.hub_id if preset else name
+    if looks_like_hub_id(hub_id):
+        return find_in_hub_cache(hub_id)
+    return None
+
+
+def hub_answers(timeout: float = HUB_TIMEOUT) -> tuple[bool, str]:
+    """(answered, reason). Any HTTP answer counts (even 401/404): the server is there."""
+    if hub_offline():
+        return False, "HF_HUB_OFFLINE is set"
+    url = hub_endpoint() + "/api/models?limit=1"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "clipseek"}), timeout=timeout):  # noqa: S310
+            return True, ""
+    except urllib.error.HTTPError:
+        return True, ""
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        return False, f"the hub at {hub_endpoint()} did not answer within {timeout:g} s ({getattr(e, 'reason', e)})"
+
+
+def download(name: str, dest: Path | None = None, *, progress: bool = True, timeout: float = HUB_TIMEOUT) -> Path:
+    """Download a preset or hub id (into ``dest``, else into the Hugging Face cache); return the directory.
+
+    Raises ModelUnavailable when the hub does not answer, HF_HUB_OFFLINE is set, or the download fails.
+    """
+    preset = get_preset(name)
+    hub_id = preset.hub_id if preset else name
+    if preset is None and not looks_like_hub_id(hub_id):
+        raise unknown_model(name)
+    ok, why = hub_answers(timeout)
+    if not ok:
+        raise ModelUnavailable(f"cannot download {hub_id}: {why}. {how_to_get(name)}")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ModelUnavailable("downloading models needs huggingface_hub: pip install 'clipseek[clip]'") from None
+    if not progress:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        kwargs: dict[str, Any] = {"allow_patterns": _patterns_for(preset)}
+        if dest is not None:
+            kwargs["local_dir"] = str(dest)
+        else:
+            kwargs["cache_dir"] = str(hub_cache_dir())
+        path = Path(snapshot_download(hub_id, **kwargs))
+    except ClipseekError:
+        raise
+    except Exception as e:  # noqa: BLE001 - network, auth, missing repo: all become one clear message
+        raise ModelUnavailable(f"cannot download {hub_id}: {type(e).__name__}: {e}") from None
+    if preset is None and any(path.glob("*.safetensors")):
+        for extra in path.glob("pytorch_model*.bin"):  # we asked for both formats; keep one
+            extra.unlink()
+    check_model_dir(path, need="torch")
+    return path
+
+
+def how_to_get(name: str = DEFAULT_PRESET) -> str:
+    return (f"To get it: run `clipseek model pull {name}` on a networked machine, then "
+            f"`clipseek model pack` / `clipseek model unpack` to carry it here")
+
+
+def unknown_model(name: str) -> UnknownPlugin:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(PRESETS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UnknownPlugin(
+        f"unknown model preset {name!r}{hint}; presets: {', '.join(PRESETS)}; or give a hub id (org/name) or a model directory"
+    )
+
+
+def locate(name: str, *, allow_download: bool = True, progress: bool = True) -> Path:
+    """A local directory for a preset name or hub id, downloading it when needed and allowed."""
+    d = find_local(name)
+    if d is not None:
+        return d
+    if not allow_download:
+        raise ModelUnavailable(f"model {name} is not available locally. {how_to_get(name)}")
+    return download(name, progress=progress)
+
+
+def _stderr(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+
+
+def resolve_default_model(
+    configured: str | None,
+    *,
+    notify: Callable[[str], None] = _stderr,
+    timeout: float = HUB_TIMEOUT,
+    download_fn: Callable[[str], Path] | None = None,
+) -> str:
+    """The model spec for a new collection, in this order:
+
+    1. the model the user configured (``--model``, config file, env), returned unchanged;
+    2. a default preset already on this machine (``$CLIPSEEK_HOME/models`` or the Hugging Face cache),
+       trying :data:`DEFAULT_ORDER`;
+    3. the default preset downloaded (progress bar) when ``HF_HUB_OFFLINE`` is not set and the hub answers
+       within ``timeout`` seconds;
+    4. otherwise ``"offline"`` (the model that needs no download), with one line saying so and how to get
+       the better one.
+    """
+    if configured:
+        return configured
+    for name in DEFAULT_ORDER:
+        if find_local(name) is not None:
+            return name
+    ok, why = hub_answers(timeout)
+    if ok:
+        try:
+            (download_fn or (lambda n: download(n, timeout=timeout)))(DEFAULT_PRESET)
+            return DEFAULT_PRESET
+        except ClipseekError as e:
+            why = str(e).split(". To get it")[0]
+    notify(f"clipseek: using the offline model ({why}; no CLIP model found locally). {how_to_get(DEFAULT_PRESET)}.")
+    return OFFLINE_MODEL
+
+
+# ------------------------------------------------------------------------------------------ moving
+
+
+def pull(name: str, dest: str | Path | None = None, *, progress: bool = True) -> Path:
+    """Download a preset or hub id into a plain directory (default ``$CLIPSEEK_HOME/models/<name>``)."""
+    preset = get_preset(name)
+    if preset is None and not looks_like_hub_id(name):
+        raise unknown_model(name)
+    hub_id = preset.hub_id if preset else name
+    target = Path(dest).expanduser() if dest else models_dir() / (preset.name if preset else hub_id.replace("/", "--"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = download(name, dest=target, progress=progress)
+    shutil.rmtree(path / ".cache", ignore_errors=True)  # huggingface_hub's local_dir bookkeeping
+    (path / MARKER).write_text(json.dumps({"hub_id": hub_id, "preset": preset.name if preset else None,
+                                           "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pack(model_dir: str | Path, archive: str | Path) -> tuple[Path, str]:
+    """Write ``model_dir`` as one tar archive (gzip when the name ends in .gz/.tgz) and a
+    ``<archive>.sha256`` file in ``sha256sum`` format. Returns (archive path, hex digest)."""
+    md = check_model_dir(model_dir)
+    out = Path(archive).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
+    tmp = out.with_name(out.name + ".part")
+    top = md.path.name
+    with tarfile.open(tmp, mode) as tar:
+        for f in sorted(md.path.rglob("*")):
+            rel = f.relative_to(md.path)
+            if rel.parts[0].startswith(".") or not (f.is_file() or f.is_dir()):  # .cache, export leftovers
+                continue
+            tar.add(f.resolve() if f.is_symlink() else f, arcname=str(Path(top) / rel), recursive=False)
+    digest = sha256_file(tmp)
+    os.replace(tmp, out)
+    Path(str(out) + ".sha256").write_text(f"{digest}  {out.name}\n")
+    return out, digest
+
+
+def _checksum_of(archive: Path) -> str:
+    f = Path(str(archive) + ".sha256")
+    if not f.is_file():
+        raise ModelUnavailable(f"no checksum file {f.name} next to {archive.name}; it is written by `clipseek model pack` "
+                               "(use --no-verify to skip the check)")
+    text = f.read_text().strip().split()
+    if not text or not re.fullmatch(r"[0-9a-fA-F]{64}", text[0]):
+        raise ModelUnavailable(f"{f} is not a sha256 checksum file")
+    return text[0].lower()
+
+
+def unpack(archive: str | Path, dest: str | Path | None = None, *, verify: bool = True, overwrite: bool = False) -> Path:
+    """Verify and extract a packed model into ``dest`` (default ``$CLIPSEEK_HOME/models``); return the
+    model directory. A wrong checksum, an unsafe member or an incomplete model writes nothing."""
+    arc = Path(archive).expanduser()
+    if not arc.is_file():
+        raise ModelUnavailable(f"archive {arc} does not exist")
+    if verify:
+        want = _checksum_of(arc)
+        got = sha256_file(arc)
+        if got != want:
+            raise ModelUnavailable(f"checksum mismatch for {arc.name}: expected {want}, got {got}; the archive is "
+                                   "damaged or not the one packed. Nothing was written")
+    root = Path(dest).expanduser() if dest else models_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(arc, "r:*") as tar:
+        members = tar.getmembers()
+        tops = set()
+        for m in members:
+            parts = Path(m.name).parts
+            if m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir()):
+                raise ModelUnavailable(f"{arc.name}: unsafe or unsupported member {m.name!r}; nothing was written")
+            tops.add(parts[0])
+        if len(tops) != 1:
+            raise ModelUnavailable(f"{arc.name}: expected one model directory at the top, found {sorted(tops)}")
+        name = tops.pop()
+        final = root / name
+        if final.exists() and not overwrite:
+            raise ModelUnavailable(f"{final} already exists; remove it or unpack elsewhere (--dir)")
+        with tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as tmpd:
+            kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(tmpd, members=members, **kw)  # noqa: S202 - members checked above
+            check_model_dir(Path(tmpd) / name)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(Path(tmpd) / name, final)
+    marker = final / MARKER
+    if not marker.is_file():
+        marker.write_text(json.dumps({"hub_id": None, "unpacked_from": arc.name}, indent=2))
+    return final
+
+
+def list_local() -> list[dict[str, Any]]:
+    """Models found in ``$CLIPSEEK_HOME/models`` and, for presets, the Hugging Face cache."""
+    out = []
+    seen = set()
+    root = models_dir()
+    if root.is_dir():
+        for d in sorted(root.iterdir()):
+            if not d.is_dir() or d.name.startswith("."):
+                continue
+            try:
+                md = check_model_dir(d)
+                status = "ok" + (" +onnx" if md.onnx else "")
+            except ModelUnavailable as e:
+                md, status = None, f"incomplete: {e}"
+            out.append({"name": d.name, "path": str(d), "status": status,
+                        "hub_id": md.hub_id if md else None, "arch": md.arch if md else None})
+            seen.add(str(d.resolve()))
+    for p in PRESETS.values():
+        c = find_in_hub_cache(p.hub_id)
+        if c is not None and str(c.resolve()) not in seen:
+            out.append({"name": p.name, "path": str(c), "status": "ok (hub cache)", "hub_id": p.hub_id, "arch": p.arch})
+    return out
+
+
+__all__ = [
+    "ModelDir", "OFFLINE_MODEL", "check_model_dir", "download", "find_in_hub_cache", "find_local", "fingerprint",
+    "hub_answers", "list_local", "locate", "models_dir", "pack", "preset_for_hub_id", "pull", "resolve_default_model",
+    "unpack",
+]
