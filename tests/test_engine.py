@@ -190,3 +190,19 @@ def test_vectors_are_unit_float32(col, photo_dir) -> None:  # type: ignore[no-un
     rec = col.store.get([str(photo_dir / "green.png")])[0]
     assert rec.vector.dtype == np.float32
     assert np.linalg.norm(rec.vector) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_index_with_zero_shot_labels_and_relabel(engine, photo_dir) -> None:  # type: ignore[no-untyped-def]
+    c = engine.create("lab", model="test-colors", store=STORE)
+    c.index(photo_dir, labels="red,green,blue")
+    meta = c.get(str(photo_dir / "green.png"))["metadata"]
+    assert meta["labels"] == ["green"] and meta["label_probs"]["green"] > 0.5
+    red = {Path(h.id).name for h in c.search("red", top=10, where={"labels": "red"}).hits}
+    assert "red.jpg" in red and not red & {"green.png", "blue.webp"}
+    # a re-run with other labels relabels unchanged items from their stored vectors (no re-encoding)
+    rep = c.index(photo_dir, labels="yellow,blue", label_top=2)
+    assert rep.unchanged == 5 and rep.embedded == 0
+    meta = c.get(str(photo_dir / "sub" / "yellow.bmp"))["metadata"]
+    assert meta["labels"][0] == "yellow" and set(meta["label_probs"]) == {"yellow", "blue"}
+    with pytest.raises(ClipseekError, match="at least two candidate labels"):
+        c.index(photo_dir, labels="red")

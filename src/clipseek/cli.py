@@ -84,6 +84,15 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
 @click.option("--store", default=None, help="Store for a new collection (see `clipseek stores`) [default: local].")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per encoder batch.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Image decoding threads [default: CPU count].")
+@click.option(
+    "--labels",
+    help="Zero-shot label every image with the most probable of these comma-separated labels "
+    "(English or Chinese), stored as metadata 'labels' and 'label_probs' (filter with -w labels=cat).",
+)
+@click.option("--label-top", type=click.IntRange(1, 100), default=1, show_default=True, help="Labels kept per image.")
+@click.option(
+    "--label-min-prob", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Keep labels at least this probable."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -96,6 +105,9 @@ def index(
     store: str | None,
     batch_size: int | None,
     workers: int | None,
+    labels: str | None,
+    label_top: int,
+    label_min_prob: float,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -116,6 +128,9 @@ def index(
                 workers=workers,
                 on_progress=bar.update,
                 on_total=functools.partial(_set_total, bar),
+                labels=labels,
+                label_top=label_top,
+                label_min_prob=label_min_prob,
             )
         finally:
             bar.close()

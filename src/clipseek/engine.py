@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -142,8 +142,16 @@ class Collection:
         workers: int | None = None,
         on_progress: Callable[[int], None] | None = None,
         on_total: Callable[[int], None] | None = None,
+        labels: str | Sequence[str] | None = None,
+        label_top: int = 1,
+        label_min_prob: float = 0.0,
     ) -> IngestReport:
-        """Index a folder, an image file, a Source or ImageRefs. Unchanged items are skipped."""
+        """Index a folder, an image file, a Source or ImageRefs. Unchanged items are skipped.
+
+        With ``labels``, each image also gets zero-shot labels in its metadata (``labels``: the
+        ``label_top`` most probable of the candidates, ``label_probs``: their probabilities); items
+        already indexed and unchanged are relabelled from their stored vectors, without re-encoding.
+        """
         src = source_for(target) if isinstance(target, (str, Path)) else target
         refs = list(src)
         if on_total:
@@ -151,17 +159,49 @@ class Collection:
         report = IngestReport()
         report.failed.extend(getattr(src, "problems", []))
         encoder = self.encoder
+        annotate = self._labeller(labels, label_top, label_min_prob) if labels else None
+        known = self.store.fingerprints()
         ingest(
             refs,
             encoder,
             self.store,
             batch_size=batch_size,
             workers=workers or (os.cpu_count() or 2),
-            known=self.store.fingerprints(),
+            known=known,
             on_progress=on_progress,
             report=report,
+            annotate=annotate,
         )
+        if annotate is not None:
+            unchanged = [r.id for r in refs if r.fingerprint is not None and known.get(r.id) == r.fingerprint]
+            self._relabel(unchanged, annotate)
         return report
+
+    def _labeller(
+        self, labels: str | Sequence[str], top: int, min_prob: float
+    ) -> Callable[[np.ndarray], list[dict[str, Any]]]:
+        from . import zeroshot
+
+        labels = zeroshot.parse_labels(labels)
+        if len(labels) < 2:
+            raise ClipseekError("--labels needs at least two candidate labels to choose between")
+        classifier = zeroshot.label_vectors(self.encoder, labels)  # prompts embedded once per run
+
+        def annotate(vectors: np.ndarray) -> list[dict[str, Any]]:
+            return zeroshot.label_metadata(self.encoder, vectors, labels, k=top, min_prob=min_prob, classifier=classifier)
+
+        return annotate
+
+    def _relabel(self, ids: list[str], annotate: Callable[[np.ndarray], list[dict[str, Any]]], chunk: int = 512) -> None:
+        from .types import Record
+
+        for i in range(0, len(ids), chunk):
+            recs = [r for r in self.store.get(ids[i : i + chunk]) if r is not None]
+            if not recs:
+                continue
+            extra = annotate(np.stack([r.vector for r in recs]))
+            self.store.upsert([Record(r.id, r.vector, {**r.metadata, **e}) for r, e in zip(recs, extra)])
+        self.store.flush()
 
     def delete(self, ids: Iterable[str] = (), where: Any = None) -> int:
         ids = list(ids)

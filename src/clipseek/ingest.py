@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 from PIL import Image
 
 from .encoders.base import Encoder
@@ -93,8 +94,12 @@ def ingest(
     known: dict[str, str] | None = None,
     on_progress: Callable[[int], None] | None = None,
     report: IngestReport | None = None,
+    annotate: Callable[[np.ndarray], list[dict[str, Any]]] | None = None,
 ) -> IngestReport:
-    """Embed and store every ref whose fingerprint differs from ``known`` (id -> fingerprint)."""
+    """Embed and store every ref whose fingerprint differs from ``known`` (id -> fingerprint).
+
+    ``annotate`` (optional) maps a batch of vectors to extra metadata per item, e.g. zero-shot labels.
+    """
     report = report or IngestReport()
     known = known or {}
     bs = batch_size or encoder.batch_size
@@ -117,9 +122,11 @@ def ingest(
             return
         vecs = encoder.embed_images([img for _, img in batch])
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        extra = annotate(vecs) if annotate is not None else [{} for _ in batch]
         records = []
-        for (ref, img), v in zip(batch, vecs):
+        for (ref, img), v, more in zip(batch, vecs, extra):
             meta = dict(ref.metadata)
+            meta.update(more)
             meta.setdefault("width", img.width)
             meta.setdefault("height", img.height)
             meta["indexed_at"] = now
