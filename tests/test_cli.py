@@ -163,6 +163,6 @@ def test_search_by_url(run, indexed) -> None:  # type: ignore[no-untyped-def]
 
 def test_help_explains_commands(run) -> None:  # type: ignore[no-untyped-def]
     out = run("--help").output
-    for cmd in ("index", "search", "info", "delete", "demo", "models", "stores"):
+    for cmd in ("index", "search", "info", "delete", "demo", "model", "classify", "stores"):
         assert f"  {cmd}" in out
     assert "--threshold" in run("search", "--help").output

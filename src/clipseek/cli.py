@@ -293,17 +293,6 @@ def delete(obj: _Ctx, ids: tuple[str, ...], collection: str, where: tuple[str, .
 
 @cli.command()
 @click.pass_obj
-def models(obj: _Ctx) -> None:
-    """List the encoders (models) that are installed."""
-    from .plugins import get_registry
-
-    for name, cls in sorted(get_registry().encoders.items()):
-        doc = (cls.__doc__ or "").strip().splitlines()
-        click.echo(f"{name}: {doc[0] if doc else ''}")
-
-
-@cli.command()
-@click.pass_obj
 def stores(obj: _Ctx) -> None:
     """List the vector stores that are installed."""
     from .plugins import get_registry

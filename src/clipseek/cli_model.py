@@ -53,6 +53,12 @@ def list_cmd(as_json: bool) -> None:
         click.echo(json.dumps({"presets": [p.to_dict() for p in PRESETS.values()], "local": local,
                                "models_dir": str(mf.models_dir())}, ensure_ascii=False, indent=2))
         return
+    from .plugins import get_registry
+
+    click.echo("Encoders (what --model accepts besides presets, hub ids and directories):")
+    for name, cls in sorted(get_registry().encoders.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        click.echo(f"  {name:30s} {doc[0] if doc else ''}")
     click.echo("Presets:")
     for p in PRESETS.values():
         have = "local" if mf.find_local(p.name) else "not downloaded"

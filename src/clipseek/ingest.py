@@ -1,9 +1,10 @@
-"""The ingest pipeline: Source -> load (threads) -> encode (batches) -> store (one transaction per batch).
+"""The ingest pipeline: Source -> load (threads) -> encode (batches) -> store (atomic upserts).
 
 Properties the rest of clipseek relies on:
 - a bad item (corrupt file, unreadable path ...) is reported in the summary and skipped; the job goes on;
-- each batch is one atomic store upsert, so a crash loses at most the batch in flight, and a re-run
-  skips every item whose fingerprint (size + mtime for files) is unchanged: it resumes;
+- records are written in atomic store upserts (every 256 items or 5 s), so a crash loses at most the
+  items since the last one, and a re-run skips every item whose fingerprint (size + mtime for
+  files) is unchanged: it resumes;
 - decoding runs in a thread pool ahead of the encoder (PIL releases the GIL while decoding), so
   both cores stay busy; at most ``prefetch`` decoded images are held in memory.
 """
@@ -95,10 +96,14 @@ def ingest(
     on_progress: Callable[[int], None] | None = None,
     report: IngestReport | None = None,
     annotate: Callable[[np.ndarray], list[dict[str, Any]]] | None = None,
+    commit_every: int = 256,
+    commit_seconds: float = 5.0,
 ) -> IngestReport:
     """Embed and store every ref whose fingerprint differs from ``known`` (id -> fingerprint).
 
     ``annotate`` (optional) maps a batch of vectors to extra metadata per item, e.g. zero-shot labels.
+    Records are written in one store transaction per ``commit_every`` items or ``commit_seconds``,
+    whichever comes first: a crash loses at most that much work, which the next run redoes.
     """
     report = report or IngestReport()
     known = known or {}
@@ -116,6 +121,24 @@ def ingest(
             yield ref
 
     batch: list[tuple[ImageRef, Image.Image]] = []
+    pending: list[Record] = []
+    pending_new: list[bool] = []
+    last_commit = time.monotonic()
+
+    def commit() -> None:
+        # One store transaction (and fsync) per commit, not per encoder batch: small encoder
+        # batches would otherwise spend a large share of the time syncing the disk.
+        nonlocal last_commit
+        if pending:
+            store.upsert(pending)
+            for is_new in pending_new:
+                if is_new:
+                    report.added += 1
+                else:
+                    report.updated += 1
+            pending.clear()
+            pending_new.clear()
+        last_commit = time.monotonic()
 
     def flush() -> None:
         if not batch:
@@ -123,7 +146,6 @@ def ingest(
         vecs = encoder.embed_images([img for _, img in batch])
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         extra = annotate(vecs) if annotate is not None else [{} for _ in batch]
-        records = []
         for (ref, img), v, more in zip(batch, vecs, extra):
             meta = dict(ref.metadata)
             meta.update(more)
@@ -132,16 +154,13 @@ def ingest(
             meta["indexed_at"] = now
             if ref.fingerprint is not None:
                 meta["_fingerprint"] = ref.fingerprint
-            records.append(Record(ref.id, v, meta))
-        store.upsert(records)
-        for ref, _ in batch:
-            if ref.id in known:
-                report.updated += 1
-            else:
-                report.added += 1
+            pending.append(Record(ref.id, v, meta))
+            pending_new.append(ref.id not in known)
         if on_progress:
             on_progress(len(batch))
         batch.clear()
+        if len(pending) >= commit_every or time.monotonic() - last_commit >= commit_seconds:
+            commit()
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="clipseek-load") as pool:
         for ref, fut in _prefetch(pool, todo(), depth=max(2 * bs, 8)):
@@ -161,6 +180,7 @@ def ingest(
             if len(batch) >= bs:
                 flush()
         flush()
+        commit()
     store.flush()
     report.seconds += time.perf_counter() - t0
     return report
