@@ -6,12 +6,12 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
+from ._cli_util import fail_clean
 from .engine import DEFAULT_COLLECTION, Engine, SearchResult
-from .errors import ClipseekError
 
 
 class _Ctx:
@@ -24,18 +24,6 @@ class _Ctx:
         if self._engine is None:
             self._engine = Engine(self.data_dir)
         return self._engine
-
-
-def _fail_clean(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a ClipseekError into 'Error: <message>' and exit status 1, without a traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ClipseekError as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
 
 
 collection_option = click.option(
@@ -96,7 +84,7 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
-@_fail_clean
+@fail_clean
 def index(
     obj: _Ctx,
     paths: tuple[str, ...],
@@ -187,7 +175,7 @@ def _print_result(res: SearchResult) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON (ids, scores, metadata).")
 @click.option("--grid", type=click.Path(dir_okay=False), help="Also write the results as a picture grid (PNG).")
 @click.pass_obj
-@_fail_clean
+@fail_clean
 def search(
     obj: _Ctx,
     text: str | None,
@@ -240,7 +228,7 @@ def _read_vector(spec: str) -> Any:
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_obj
-@_fail_clean
+@fail_clean
 def info(obj: _Ctx, name: str | None, as_json: bool) -> None:
     """Show collections: model, store, size on disk, record count and filterable fields."""
     eng = obj.engine
@@ -269,7 +257,7 @@ def info(obj: _Ctx, name: str | None, as_json: bool) -> None:
 @click.option("--all", "drop", is_flag=True, help="Delete the whole collection.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation with --all.")
 @click.pass_obj
-@_fail_clean
+@fail_clean
 def delete(obj: _Ctx, ids: tuple[str, ...], collection: str, where: tuple[str, ...], drop: bool, yes: bool) -> None:
     """Delete records by id or by filter, or a whole collection with --all."""
     eng = obj.engine
@@ -306,7 +294,7 @@ def stores(obj: _Ctx) -> None:
 @collection_option
 @click.option("--out", type=click.Path(file_okay=False), default="clipseek-demo", show_default=True, help="Where to write the result grids.")
 @click.pass_obj
-@_fail_clean
+@fail_clean
 def demo(obj: _Ctx, collection: str, out: str) -> None:
     """Index the sample photos that ship with scikit-image and scikit-learn, then search them
     by English and Chinese text and by an image; print the results and write picture grids."""

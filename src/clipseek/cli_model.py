@@ -13,26 +13,14 @@ models live in ``$CLIPSEEK_HOME/models`` (see :mod:`clipseek.modelfiles`).
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
+from ._cli_util import fail_clean
 from .errors import ClipseekError
-
-
-def _clean(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ClipseekError as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
 
 
 @click.group("model")
@@ -42,7 +30,7 @@ def model() -> None:
 
 @model.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_clean
+@fail_clean
 def list_cmd(as_json: bool) -> None:
     """Presets clipseek knows and models found on this machine."""
     from . import modelfiles as mf
@@ -73,7 +61,7 @@ def list_cmd(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--dir", "dest", type=click.Path(file_okay=False), default=None,
               help="Target directory [default: $CLIPSEEK_HOME/models/NAME].")
-@_clean
+@fail_clean
 def pull_cmd(name: str, dest: str | None) -> None:
     """Download preset or hub id NAME into a directory (needs the hub)."""
     from . import modelfiles as mf
@@ -88,7 +76,7 @@ def pull_cmd(name: str, dest: str | None) -> None:
 @click.option("--int8/--no-int8", default=True, show_default=True, help="Also write int8 (dynamically quantised) towers.")
 @click.option("--default", "default", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
               help="Which precision the encoder uses when it finds this export.")
-@_clean
+@fail_clean
 def export_cmd(model_dir: str, int8: bool, default: str) -> None:
     """Write MODEL_DIR's image and text towers to ONNX (MODEL_DIR/onnx)."""
     from .encoders.onnx_export import export
@@ -103,7 +91,7 @@ def export_cmd(model_dir: str, int8: bool, default: str) -> None:
 @model.command("pack")
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.argument("archive", type=click.Path(dir_okay=False))
-@_clean
+@fail_clean
 def pack_cmd(model_dir: str, archive: str) -> None:
     """Pack MODEL_DIR into ARCHIVE (.tar, or .tar.gz) and write ARCHIVE.sha256."""
     from . import modelfiles as mf
@@ -118,7 +106,7 @@ def pack_cmd(model_dir: str, archive: str) -> None:
               help="Where to extract [default: $CLIPSEEK_HOME/models].")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check (not recommended).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model directory of the same name.")
-@_clean
+@fail_clean
 def unpack_cmd(archive: str, dest: str | None, no_verify: bool, overwrite: bool) -> None:
     """Verify ARCHIVE against ARCHIVE.sha256 and extract the model directory."""
     from . import modelfiles as mf
@@ -136,7 +124,7 @@ def unpack_cmd(archive: str, dest: str | None, no_verify: bool, overwrite: bool)
 @click.option("--lang", type=click.Choice(["en", "zh"]), default=None, help="Template language [default: per label].")
 @click.option("--top", default=3, show_default=True, help="Labels to show per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with every label's probability.")
-@_clean
+@fail_clean
 def classify(images: tuple[str, ...], labels: str, model_spec: str | None, templates: tuple[str, ...],
              lang: str | None, top: int, as_json: bool) -> None:
     """Zero-shot labels for IMAGES: softmax over --labels with the model's prompt templates."""

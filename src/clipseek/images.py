@@ -71,7 +71,7 @@ def load_image(
             img.draft("RGB", (draft, draft))
         img.load()
         img = ImageOps.exif_transpose(img) or img
-        return _to_rgb(img)
+        return to_rgb(img)
     except BadImage:
         raise
     except FileNotFoundError:
@@ -87,7 +87,8 @@ def load_image(
         raise BadImage(f"{label}: corrupt or truncated image ({e})") from None
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB for an encoder: transparency flattened onto white, 16-bit greyscale rescaled to 8 bits."""
     if img.mode == "RGB":
         return img
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):

@@ -84,6 +84,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelUnavailable
+from ..images import to_rgb
 from .base import Calibration, Encoder
 
 INSTALL_HINT = "pip install torch==2.13.0 'clipseek[offline]'"
@@ -115,24 +116,13 @@ def _available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGB", rgba.size, (255, 255, 255))
-        bg.paste(rgba, mask=rgba.getchannel("A"))
-        return bg
-    return img.convert("RGB")
-
-
 def preprocess(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
     """One image -> a float32 ``(3, size, size)`` array, as described in the module docstring."""
     if getattr(img, "format", None) == "JPEG" and getattr(img, "tile", None):
         w, h = img.size
         s = size / min(w, h)
         img.draft("RGB", (max(size, int(np.ceil(w * s))), max(size, int(np.ceil(h * s)))))
-    img = _to_rgb(img)
+    img = to_rgb(img)
     w, h = img.size
     side = min(w, h)
     left, top = (w - side) / 2.0, (h - side) / 2.0
