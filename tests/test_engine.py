@@ -58,6 +58,8 @@ def test_scores_are_calibrated_and_raw_cosine_kept(col) -> None:  # type: ignore
     assert cos == sorted(cos, reverse=True)
     d = res.to_dict()
     assert set(d["hits"][0]) == {"id", "score", "cosine", "metadata"}
+    assert d["took_ms"] >= d["timing"]["encode_ms"] + d["timing"]["search_ms"] - 1e-3
+    assert d["timing"]["search_ms"] > 0
 
 
 def test_threshold_is_on_the_calibrated_score(col) -> None:  # type: ignore[no-untyped-def]

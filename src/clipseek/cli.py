@@ -144,7 +144,10 @@ def _set_total(bar: Any, n: int) -> None:
 def _print_result(res: SearchResult) -> None:
     q = res.query
     what = q.get("text") or q.get("image") or q.get("like") or "vector"
-    click.echo(f"{len(res.hits)} results for {q['kind']} query {what!r} in {res.collection!r} ({res.took_ms:.0f} ms)")
+    click.echo(
+        f"{len(res.hits)} results for {q['kind']} query {what!r} in {res.collection!r} "
+        f"({res.took_ms:.0f} ms: encode {res.encode_ms:.0f}, search {res.search_ms:.1f})"
+    )
     if not res.hits:
         return
     click.echo(f"{'rank':>4}  {'score':>5}  {'cosine':>6}  id")

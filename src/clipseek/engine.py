@@ -64,6 +64,8 @@ class SearchResult:
     model: str
     where: list[filters.Condition] = field(default_factory=list)
     threshold: float | None = None
+    encode_ms: float = 0.0  # turning the query into a vector (includes loading the model on first use)
+    search_ms: float = 0.0  # the store's search, filters included
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class SearchResult:
             "where": filters.to_json(self.where),
             "threshold": self.threshold,
             "took_ms": round(self.took_ms, 3),
+            "timing": {"encode_ms": round(self.encode_ms, 3), "search_ms": round(self.search_ms, 3)},
             "hits": [h.to_dict() for h in self.hits],
         }
 
@@ -289,12 +292,14 @@ class Collection:
         if conds:
             filters.check_fields(conds, self.store.fields())
         vec, desc, kind, exclude = self.query_vector(text, image=image, like=like, vector=vector)
+        t1 = time.perf_counter()
         cal = self.calibration(kind)
         floor = min_cosine
         if threshold is not None:
             t_cos = cal.cosine_at(threshold)
             floor = t_cos if floor is None else max(floor, t_cos)
         hits = self.store.search(vec, limit=top, where=conds, min_cosine=floor, exclude=[exclude] if exclude else [])
+        t2 = time.perf_counter()
         for h in hits:
             h.score = float(cal.score(h.cosine))
             h.metadata = _public(h.metadata)
@@ -306,6 +311,8 @@ class Collection:
             model=self.encoder_info.name,
             where=conds,
             threshold=threshold,
+            encode_ms=(t1 - t0) * 1000,
+            search_ms=(t2 - t1) * 1000,
         )
 
     def info(self) -> dict[str, Any]:
