@@ -211,9 +211,7 @@ class Collection:
         conds = filters.parse(where)
         if conds:
             filters.check_fields(conds, self.store.fields())
-            for rec in self.store.get(list(self.store.ids())):
-                if rec is not None and filters.matches(rec.metadata, conds):
-                    ids.append(rec.id)
+            ids.extend(self.store.ids(conds))
         return self.store.delete(ids)
 
     # -------------------------------------------------------------------------------- reading

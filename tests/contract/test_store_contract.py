@@ -375,6 +375,7 @@ def test_filter_semantics(filtered_store, where) -> None:  # type: ignore[no-unt
     conds = filters.parse(where)
     expected = ref.matching(conds)
     assert st.count(conds) == len(expected)
+    assert set(st.ids(conds)) == expected and len(list(st.ids(conds))) == len(expected)
     hits = st.search(np.ones(DIM), limit=len(ref.ids), where=conds)
     assert {h.id for h in hits} == expected
     assert all(filters.matches(h.metadata, conds) for h in hits)

@@ -66,8 +66,8 @@ class VectorStore(ABC):
         """Names of the metadata fields present in the collection (what filters may name)."""
 
     @abstractmethod
-    def ids(self) -> Iterable[str]:
-        """All ids (order unspecified)."""
+    def ids(self, where: Sequence[Condition] = ()) -> Iterable[str]:
+        """The ids of the records matching ``where`` (all when empty), order unspecified."""
 
     def fingerprints(self) -> dict[str, str]:
         """id -> ``_fingerprint`` metadata value, for incremental re-indexing."""

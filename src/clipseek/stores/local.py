@@ -523,9 +523,21 @@ class LocalStore(VectorStore):
         self._check_open()
         return sorted(self._field_counts)
 
-    def ids(self) -> list[str]:
+    def ids(self, where: Sequence[Condition] = ()) -> list[str]:
         self._check_open()
-        return [r[0] for r in self._reader().execute("SELECT id FROM records")]
+        if not where:
+            return [r[0] for r in self._reader().execute("SELECT id FROM records")]
+        slots = np.nonzero(self._mask(where))[0].tolist()
+        out: list[str] = []
+        for i in range(0, len(slots), 50_000):
+            out.extend(
+                r[0]
+                for r in self._reader().execute(
+                    "SELECT id FROM records WHERE slot IN (SELECT value FROM json_each(?))",
+                    (json.dumps(slots[i : i + 50_000]),),
+                )
+            )
+        return out
 
     def fingerprints(self) -> dict[str, str]:
         self._check_open()

@@ -116,5 +116,6 @@ class MemoryStore(VectorStore):
             seen.update(m)
         return sorted(seen)
 
-    def ids(self) -> Iterable[str]:
-        return list(self._ids)
+    def ids(self, where: Sequence[Condition] = ()) -> list[str]:
+        mask = self._mask(where)
+        return list(self._ids) if mask is None else [i for i, m in zip(self._ids, mask) if m]
