@@ -208,3 +208,33 @@ def test_index_with_zero_shot_labels_and_relabel(engine, photo_dir) -> None:  # 
     assert meta["labels"][0] == "yellow" and set(meta["label_probs"]) == {"yellow", "blue"}
     with pytest.raises(ClipseekError, match="at least two candidate labels"):
         c.index(photo_dir, labels="red")
+
+
+def test_interrupted_index_resumes_without_duplicates(engine, tmp_path, make_image, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from clipseek import ingest as ingest_mod
+
+    d = tmp_path / "many"
+    for i in range(10):
+        make_image(d / f"{i:02d}.png", (i * 20, 100, 200 - i * 15))
+    c = engine.create("resume", model="test-colors", store="local")
+    enc = c.encoder
+    calls = {"n": 0}
+    real = enc._embed_images
+
+    def dying(images):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the third batch
+        return real(images)
+
+    monkeypatch.setattr(enc, "_embed_images", dying)
+    monkeypatch.setattr(enc, "batch_size", 2)
+    original = ingest_mod.ingest
+    monkeypatch.setattr("clipseek.engine.ingest", lambda *a, **k: original(*a, **{**k, "commit_every": 100}))
+    with pytest.raises(KeyboardInterrupt):
+        c.index(d)
+    assert c.count() == 4  # the two batches encoded before Ctrl-C are kept, nothing partial
+    monkeypatch.setattr(enc, "_embed_images", real)
+    rep = c.index(d)
+    assert (rep.added, rep.unchanged) == (6, 4)
+    assert c.count() == 10 and len(set(c.store.ids())) == 10

@@ -2,9 +2,9 @@
 
 Properties the rest of clipseek relies on:
 - a bad item (corrupt file, unreadable path ...) is reported in the summary and skipped; the job goes on;
-- records are written in atomic store upserts (every 256 items or 5 s), so a crash loses at most the
-  items since the last one, and a re-run skips every item whose fingerprint (size + mtime for
-  files) is unchanged: it resumes;
+- records are written in atomic store upserts (every 256 items or 5 s, and once more on Ctrl-C or
+  an encoder error), so a killed process loses at most the items since the last one, and a re-run
+  skips every item whose fingerprint (size + mtime for files) is unchanged: it resumes;
 - decoding runs in a thread pool ahead of the encoder (PIL releases the GIL while decoding), so
   both cores stay busy; at most ``prefetch`` decoded images are held in memory.
 """
@@ -124,13 +124,18 @@ def ingest(
     pending: list[Record] = []
     pending_new: list[bool] = []
     last_commit = time.monotonic()
+    store_failed = False
 
     def commit() -> None:
         # One store transaction (and fsync) per commit, not per encoder batch: small encoder
         # batches would otherwise spend a large share of the time syncing the disk.
-        nonlocal last_commit
+        nonlocal last_commit, store_failed
         if pending:
-            store.upsert(pending)
+            try:
+                store.upsert(pending)
+            except BaseException:
+                store_failed = True
+                raise
             for is_new in pending_new:
                 if is_new:
                     report.added += 1
@@ -162,7 +167,7 @@ def ingest(
         if len(pending) >= commit_every or time.monotonic() - last_commit >= commit_seconds:
             commit()
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="clipseek-load") as pool:
+    def run(pool: ThreadPoolExecutor) -> None:
         for ref, fut in _prefetch(pool, todo(), depth=max(2 * bs, 8)):
             try:
                 img = fut.result()
@@ -180,7 +185,15 @@ def ingest(
             if len(batch) >= bs:
                 flush()
         flush()
-        commit()
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="clipseek-load") as pool:
+        try:
+            run(pool)
+        finally:
+            # Also on Ctrl-C or an encoder failure: keep what is already encoded (complete records),
+            # so the next run resumes after it. A failing store write is not retried here.
+            if pending and not store_failed:
+                commit()
     store.flush()
     report.seconds += time.perf_counter() - t0
     return report
