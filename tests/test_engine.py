@@ -238,3 +238,20 @@ def test_interrupted_index_resumes_without_duplicates(engine, tmp_path, make_ima
     rep = c.index(d)
     assert (rep.added, rep.unchanged) == (6, 4)
     assert c.count() == 10 and len(set(c.store.ids())) == 10
+
+
+def test_unreadable_paths_give_clear_errors(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from clipseek.images import load_image
+
+    (tmp_path / "folder.jpg").mkdir()
+    with pytest.raises(BadImage, match=r"folder\.jpg: is a directory"):
+        load_image(tmp_path / "folder.jpg")
+    with pytest.raises(BadImage, match=r"gone\.png: no such file"):
+        load_image(tmp_path / "gone.png")
+    with pytest.raises(BadImage, match="<bytes>: empty data"):
+        load_image(b"")
+    c = engine.create("paths", model="test-colors", store=STORE)
+    rep = c.index(clipseek.FileListSource([tmp_path / "folder.jpg", tmp_path / "gone.png"]))
+    assert rep.added == 0 and c.count() == 0
+    reasons = {Path(i).name: r for i, r in rep.failed}
+    assert reasons == {"folder.jpg": "is a directory", "gone.png": "no such file"}

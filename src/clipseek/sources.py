@@ -90,8 +90,10 @@ class FileListSource(Source):
         for p in self.paths:
             try:
                 yield file_ref(p)
+            except FileNotFoundError:
+                self.problems.append((str(p), "no such file"))
             except OSError as e:
-                self.problems.append((str(p), e.strerror or str(e)))
+                self.problems.append((str(p), (e.strerror or str(e)).lower()))
 
 
 def source_for(target: str | Path) -> Source:
