@@ -166,3 +166,14 @@ def test_help_explains_commands(run) -> None:  # type: ignore[no-untyped-def]
     for cmd in ("index", "search", "info", "delete", "demo", "model", "classify", "stores"):
         assert f"  {cmd}" in out
     assert "--threshold" in run("search", "--help").output
+
+
+def test_search_and_info_work_while_another_engine_indexes(run, indexed, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import clipseek
+
+    with clipseek.Engine(tmp_path / "data") as writer:
+        writer.open("p")  # holds the collection's write lock, as a running `clipseek index` would
+        assert Path(hits(run("search", "red", "-c", "p", "--json", "-n", "1"))[0]["id"]).name == "red.jpg"
+        assert json.loads(run("info", "p", "--json").output)["count"] == 5
+        res = run("index", str(indexed), "-c", "p", "-q", ok=False)
+        assert res.exit_code == 1 and "is already open" in res.output

@@ -195,7 +195,7 @@ def search(
 ) -> None:
     """Find the images most similar to a TEXT, an --image, a record (--like) or a --vector."""
     vec = _read_vector(vector) if vector is not None else None
-    col = obj.engine.open(collection)
+    col = obj.engine.open(collection, read_only=True)
     res = col.search(
         text, image=image, like=like, vector=vec, top=top, where=list(where), threshold=threshold, min_cosine=min_cosine
     )
@@ -236,7 +236,7 @@ def info(obj: _Ctx, name: str | None, as_json: bool) -> None:
     """Show collections: model, store, size on disk, record count and filterable fields."""
     eng = obj.engine
     names = [name] if name else eng.names()
-    infos = [eng.open(n).info() for n in names]
+    infos = [eng.open(n, read_only=True).info() for n in names]
     if as_json:
         click.echo(json.dumps(infos if not name else infos[0], ensure_ascii=False, indent=2))
         return

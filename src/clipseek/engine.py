@@ -109,15 +109,19 @@ def fetch_url(url: str, timeout: float = URL_TIMEOUT, max_bytes: int = MAX_DOWNL
 class Collection:
     """A named set of records built with one encoder. Get one from :meth:`Engine.collection`."""
 
-    def __init__(self, engine: Engine, name: str, path: Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self, engine: Engine, name: str, path: Path, config: dict[str, Any], *, read_only: bool = False
+    ) -> None:
         self.engine = engine
+        self.read_only = read_only
         self.name = name
         self.path = path
         self.config = config
         self.encoder_info = EncoderInfo.from_dict(config["encoder"])
         self.store_name: str = config["store"]
         cls = get_registry().store_class(self.store_name)
-        self.store: VectorStore = cls(path / "store" if cls.persistent else None, self.encoder_info.dim)
+        store_path = path / "store" if cls.persistent else None
+        self.store: VectorStore = cls(store_path, self.encoder_info.dim, **({"read_only": True} if read_only else {}))
         self._encoder: Encoder | None = None
 
     # -------------------------------------------------------------------------------- encoder
@@ -421,15 +425,20 @@ class Engine:
         self._open[name] = col
         return col
 
-    def open(self, name: str) -> Collection:
-        if name in self._open:
-            return self._open[name]
+    def open(self, name: str, *, read_only: bool = False) -> Collection:
+        """Open a collection. ``read_only`` lets searches run while another process indexes into
+        it (they see the records committed when the collection was opened); writes are refused."""
+        cached = self._open.get(name)
+        if cached is not None and (read_only or not cached.read_only):
+            return cached
         cfg_path = self.collections_dir / name / "collection.json"
         if not cfg_path.is_file():
             known = ", ".join(self.names()) or "none yet"
             raise CollectionNotFound(f"no collection {name!r} in {self.data_dir} (collections: {known})")
+        if cached is not None:
+            cached.close()
         config = json.loads(cfg_path.read_text())
-        col = Collection(self, name, cfg_path.parent, config)
+        col = Collection(self, name, cfg_path.parent, config, read_only=read_only)
         self._open[name] = col
         return col
 

@@ -731,3 +731,62 @@ def test_local_survives_sigkill_mid_write(tmp_path: Path, exact_below: int) -> N
             assert st.count(filters.parse({"tag": "t3"})) == sum(1 for r in recs if r.metadata["tag"] == "t3")
         finally:
             st.close()
+
+
+@needs_local
+def test_local_read_only_alongside_a_writer(tmp_path: Path) -> None:
+    path = tmp_path / "ro"
+    with pytest.raises(ClipseekError, match="no local store"):
+        _local()(path, DIM, read_only=True)
+    writer = _local()(path, DIM)
+    try:
+        writer.upsert(random_records(5))
+        reader = _local()(path, DIM, read_only=True)  # no 'already open' error: readers take no lock
+        try:
+            assert reader.count() == 5
+            with pytest.raises(ClipseekError, match="open read-only"):
+                reader.upsert(random_records(1))
+            with pytest.raises(ClipseekError, match="open read-only"):
+                reader.delete(["r0"])
+            writer.upsert([Record("late", unit(np.ones(DIM)), {})])
+            assert reader.count() == 5  # a reader sees the snapshot it opened
+        finally:
+            reader.close()
+        with _local()(path, DIM, read_only=True) as again:
+            assert again.count() == 6 and again.search(np.ones(DIM), 1)[0].id == "late"
+    finally:
+        writer.close()
+
+
+@needs_local
+def test_local_reader_opens_consistently_while_another_process_writes(tmp_path: Path) -> None:
+    dim, batch = 48, 40
+    path = tmp_path / "live"
+    script = tmp_path / "writer.py"
+    script.write_text(CRASH_WRITER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(path), str(dim), str(batch), "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        seen = []
+        for _ in range(5):
+            with _local()(path, dim, read_only=True, exact_below=0) as st:
+                n = st.count()
+                assert n % batch == 0 and n >= 3 * batch  # whole calls only
+                ids = sorted(st.ids())
+                assert len(ids) >= n  # ids() reads the live database: it may already hold more
+                probe = f"c{n - 1:07d}"
+                v = st.get([probe])[0].vector
+                assert st.search(v, 1)[0].id == probe
+                seen.append(n)
+            time.sleep(0.05)
+        assert proc.poll() is None  # the writer was never blocked or stopped by the readers
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

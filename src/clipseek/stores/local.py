@@ -8,6 +8,12 @@ Layout of the directory the store owns::
     hnsw.bin         the hnswlib graph; a derived cache, never the source of truth
     LOCK             an exclusive ``flock`` so two processes never write one store
 
+Readers
+    ``read_only=True`` takes no lock, so any number of readers (``clipseek search`` in another
+    terminal) work while one writer indexes. A reader sees the records committed when it opened
+    (one SQLite read transaction, and the vector file already covers every committed slot), keeps
+    any index catch-up in memory, and refuses writes.
+
 Durability and atomicity
     Every record lives in a *slot*: an integer that is never reused (it is also the record's hnswlib
     label). An upsert of an existing id retires the old slot and takes a new one, so a slot's vector
@@ -196,6 +202,7 @@ class LocalStore(VectorStore):
         M: int = 16,
         ef_construction: int = 128,
         threads: int = -1,
+        read_only: bool = False,
         **options: Any,
     ) -> None:
         if path is None:
@@ -212,9 +219,18 @@ class LocalStore(VectorStore):
         self.threads = int(threads)
         self._row_bytes = self.dim * 4
         self._closed = False
+        self.read_only = bool(read_only)
 
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = self._take_lock()
+        if self.read_only:
+            # A reader takes no lock, so it can search while one writer (another process) indexes:
+            # it sees the records committed when it opened (SQLite WAL readers never block the
+            # writer, and vectors are on disk before the rows that point at them commit).
+            if not (self.path / DB_FILE).is_file():
+                raise ClipseekError(f"no local store at {self.path}")
+            self._lock_fd = None
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._take_lock()
         self._wlock = threading.RLock()  # writes, the writer connection, in-memory state changes
         self._ilock = threading.RLock()  # the hnswlib index
         self._clock = threading.Lock()  # filter columns
@@ -222,10 +238,19 @@ class LocalStore(VectorStore):
         self._readers: list[sqlite3.Connection] = []
         try:
             self._db = self._connect()
-            self._db.executescript(_SCHEMA)
-            self._init_meta()
-            self._open_vectors()
-            self._load_state()
+            if self.read_only:
+                self._db.execute("BEGIN")  # one consistent snapshot for the whole open
+                self._init_meta()
+                self._load_state()
+                self._open_vectors()  # after the rows: the file already covers every committed slot
+                self._db.execute("COMMIT")
+                self._check_vectors_cover_records()
+            else:
+                self._db.executescript(_SCHEMA)
+                self._init_meta()
+                self._open_vectors()
+                self._load_state()
+                self._check_vectors_cover_records()
         except BaseException:
             self._release()
             raise
@@ -259,6 +284,8 @@ class LocalStore(VectorStore):
 
     def _init_meta(self) -> None:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        if not meta and self.read_only:
+            raise ClipseekError(f"the local store at {self.path} was never written to")
         if not meta:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
@@ -276,7 +303,8 @@ class LocalStore(VectorStore):
             )
 
     def _open_vectors(self) -> None:
-        self._vfd: int = os.open(self.path / VEC_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        flags = os.O_RDONLY if self.read_only else os.O_RDWR | os.O_CREAT
+        self._vfd: int = os.open(self.path / VEC_FILE, flags, 0o644)
         self._vrows = 0
         self._vmap: mmap.mmap | None = None
         self._V = np.zeros((0, self.dim), np.float32)
@@ -295,15 +323,25 @@ class LocalStore(VectorStore):
     def _load_state(self) -> None:
         self._next = int(self._db.execute("SELECT value FROM meta WHERE key='next_slot'").fetchone()[0])
         slots = np.array([r[0] for r in self._db.execute("SELECT slot FROM records")], dtype=np.int64)
-        if len(slots) and int(slots.max()) >= self._vrows:
-            raise ClipseekError(
-                f"{self.path}: {VEC_FILE} is shorter than the records need (the file was truncated or replaced)"
-            )
-        live = np.zeros(max(self._next, self._vrows, 1024), dtype=bool)
+        self._max_slot = int(slots.max()) if len(slots) else -1
+        live = np.zeros(max(self._next, 1024), dtype=bool)
         live[slots] = True
         self._live = live
         self._n = len(slots)
         self._field_counts: dict[str, int] = dict(self._db.execute("SELECT field, n FROM field_counts"))
+
+    def _check_vectors_cover_records(self) -> None:
+        if self._max_slot >= self._vrows:
+            raise ClipseekError(
+                f"{self.path}: {VEC_FILE} is shorter than the records need (the file was truncated or replaced)"
+            )
+        if self._vrows > len(self._live):
+            self._grow_live(self._vrows)
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise ClipseekError(f"the store at {self.path} is open read-only")
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -363,7 +401,7 @@ class LocalStore(VectorStore):
     # ------------------------------------------------------------------------------ writes
 
     def upsert(self, records: Sequence[Record]) -> None:
-        self._check_open()
+        self._check_writable()
         if not records:
             return
         last: dict[str, Record] = {}
@@ -429,7 +467,7 @@ class LocalStore(VectorStore):
                     self._index_add(vecs, np.arange(start, start + k))
 
     def delete(self, ids: Iterable[str]) -> int:
-        self._check_open()
+        self._check_writable()
         ids = list(dict.fromkeys(ids))
         if not ids:
             return 0
@@ -845,6 +883,8 @@ class LocalStore(VectorStore):
         """Checkpoint SQLite, and bring the saved index up to date when the collection is large
         enough to use it (a small lag is left for the next open to catch up)."""
         self._check_open()
+        if self.read_only:
+            return  # a reader never writes: its caught-up index lives in memory only
         with self._wlock, self._ilock:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             if (
