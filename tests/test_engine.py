@@ -89,6 +89,9 @@ def test_vector_query_and_wrong_dimension(col) -> None:  # type: ignore[no-untyp
 
 def test_filters(col) -> None:  # type: ignore[no-untyped-def]
     assert sorted(names(col.search("red", where={"folder": "sub"}))) == ["white.gif", "yellow.bmp"]
+    assert sorted(names(col.search("red", where=["folder="]))) == ["blue.webp", "green.png", "red.jpg"]
+    with pytest.raises(BadFilter, match="cannot parse filter 'width>='"):
+        col.search("red", where=["width>="])
     assert names(col.search("red", where=["file_name in green.png,blue.webp"], top=1)) == ["green.png"]
     assert col.count(where=["width>=64"]) == 5
     assert col.count(where={"width": {"gt": 64}}) == 0

@@ -226,7 +226,8 @@ _OPMAP = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt", "=": "eq", "==": "eq"}
 def parse_expr(expr: str) -> Condition:
     """Parse one CLI condition: ``field=value``, ``field in a,b``, ``field>=value`` ..."""
     m = _EXPR.match(expr)
-    if not m or not m.group(3):
+    # an empty value is allowed for equality only ("folder=" means the top folder)
+    if not m or (not m.group(3) and m.group(2).strip() not in ("=", "==")):
         raise BadFilter(
             f"cannot parse filter {expr!r}; write FIELD=VALUE, 'FIELD in A,B', FIELD>=VALUE, FIELD<VALUE ..."
         )
