@@ -61,9 +61,11 @@ def run_demo(
         grids.append(render_grid(res.hits, out_dir / f"text-{k}.png", title=q, columns=3))
     # Image query: a cropped, mirrored, re-compressed copy of the cat photo must find the original.
     cat = next(r for r in refs if r.id == "chelsea")
+    assert cat.path is not None
     img = load_image(cat.path)
-    w, h = img.size
-    edited = ImageOps.mirror(img.crop((w // 10, h // 10, w - w // 20, h - h // 20))).resize((w // 2, h // 2))
+    width, height = img.size
+    box = (width // 10, height // 10, width - width // 20, height - height // 20)
+    edited = ImageOps.mirror(img.crop(box)).resize((width // 2, height // 2))
     buf = io.BytesIO()
     edited.save(buf, "JPEG", quality=60)
     res = col.search(image=buf.getvalue(), top=3)

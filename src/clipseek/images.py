@@ -70,8 +70,8 @@ def load_image(
         if draft and img.format == "JPEG":
             img.draft("RGB", (draft, draft))
         img.load()
-        img = ImageOps.exif_transpose(img) or img
-        return to_rgb(img)
+        upright: Image.Image = ImageOps.exif_transpose(img) or img
+        return to_rgb(upright)
     except BadImage:
         raise
     except FileNotFoundError:

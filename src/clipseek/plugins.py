@@ -7,19 +7,23 @@ built-ins and every installed package's ``clipseek`` entry points.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .errors import UnknownPlugin
 
+if TYPE_CHECKING:
+    from .encoders.base import Encoder
+    from .stores.base import VectorStore
+
 
 @dataclass
 class Registry:
     pm: pluggy.PluginManager
-    encoders: dict[str, type] = field(default_factory=dict)
-    stores: dict[str, type] = field(default_factory=dict)
+    encoders: dict[str, type[Encoder]] = field(default_factory=dict)
+    stores: dict[str, type[VectorStore]] = field(default_factory=dict)
 
     def refresh(self) -> None:
         self.encoders.clear()
@@ -28,20 +32,20 @@ class Registry:
         self.pm.hook.register_stores(register=lambda cls: self._add(self.stores, cls))
 
     @staticmethod
-    def _add(table: dict[str, type], cls: type) -> None:
+    def _add(table: dict[str, Any], cls: type) -> None:
         name = getattr(cls, "name", "")
         if not name:
             raise ValueError(f"{cls!r} has no 'name' to register under")
         table[name] = cls
 
-    def encoder_class(self, name: str) -> type:
+    def encoder_class(self, name: str) -> type[Encoder]:
         try:
             return self.encoders[name]
         except KeyError:
             known = ", ".join(sorted(self.encoders))
             raise UnknownPlugin(f"unknown model {name!r}; available: {known}") from None
 
-    def make_encoder(self, spec: str) -> Any:
+    def make_encoder(self, spec: str) -> Encoder:
         """An encoder instance for a registered name, or for a spec (preset, hub id, local
         directory) that one of the registered classes accepts through ``from_spec``."""
         if spec in self.encoders:
@@ -53,7 +57,7 @@ class Registry:
         known = ", ".join(sorted(self.encoders))
         raise UnknownPlugin(f"unknown model {spec!r}; available: {known} (or a preset, hub id or model directory)")
 
-    def store_class(self, name: str) -> type:
+    def store_class(self, name: str) -> type[VectorStore]:
         try:
             return self.stores[name]
         except KeyError:

@@ -145,6 +145,7 @@ class HFClipEncoder(Encoder):
         self._backend: Any = None
         self._lock = threading.Lock()
         self._logit: tuple[float, float | None] | None = None
+        self._preset: Preset | None
         preset = get_preset(source)
         if preset is not None:
             self._kind, self._spec, self._preset = "preset", preset.name, preset

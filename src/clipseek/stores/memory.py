@@ -29,7 +29,7 @@ def exact_top(
         part = keep[np.argpartition(-scores[keep], limit - 1)[:limit]]
         cut = scores[part].min()
         keep = keep[scores[keep] >= cut]
-    pairs = sorted(((ids[i], float(scores[i])) for i in keep), key=lambda p: (-p[1], p[0]))
+    pairs = sorted(((ids[int(i)], float(scores[i])) for i in keep), key=lambda p: (-p[1], p[0]))
     return pairs[:limit]
 
 
@@ -49,7 +49,7 @@ class MemoryStore(VectorStore):
             return
         vecs = [as_unit_vectors(r.vector, self.dim)[0] for r in records]  # checks every row before any write
         latest = {r.id: (v, r) for r, v in zip(records, vecs)}  # the same id twice: the last one wins
-        new_rows = []
+        new_rows: list[tuple[str, np.ndarray, dict[str, Any]]] = []
         for rid, (v, r) in latest.items():
             if rid in self._pos:
                 i = self._pos[rid]
