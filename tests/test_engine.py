@@ -258,3 +258,17 @@ def test_unreadable_paths_give_clear_errors(engine, tmp_path) -> None:  # type: 
     assert rep.added == 0 and c.count() == 0
     reasons = {Path(i).name: r for i, r in rep.failed}
     assert reasons == {"folder.jpg": "is a directory", "gone.png": "no such file"}
+
+
+def test_image_refs_from_python_resume_and_filter(engine, tmp_path, make_image) -> None:  # type: ignore[no-untyped-def]
+    p1 = make_image(tmp_path / "k12" / "1.jpg", (200, 20, 20))
+    p2 = make_image(tmp_path / "k13" / "2.jpg", (20, 20, 200))
+    refs = [
+        clipseek.ImageRef(id="k12-1", path=p1, metadata={"camera": "k12", "taken_at": "2024-05-01T08:03:11"}),
+        clipseek.ImageRef(id="k13-2", path=p2, metadata={"camera": "k13", "taken_at": "2024-05-02T09:00:00Z"}),
+    ]
+    c = engine.create("refs", model="test-colors", store="local")
+    assert c.index(refs).added == 2
+    assert (c.index(refs).unchanged, c.index(refs).embedded) == (2, 0)  # fingerprinted from the files
+    res = c.search("red", where={"camera": {"in": ["k12", "k13"]}, "taken_at": {"gte": "2024-05-02"}})
+    assert [h.id for h in res.hits] == ["k13-2"] and res.hits[0].metadata["camera"] == "k13"

@@ -11,6 +11,7 @@ Properties the rest of clipseek relies on:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -65,6 +66,15 @@ class IngestReport:
         return s
 
 
+def with_file_fingerprint(ref: ImageRef) -> ImageRef:
+    """A file ref without a fingerprint gets one from its size and mtime (so re-runs skip it)."""
+    try:
+        st = ref.path.stat()  # type: ignore[union-attr]
+    except OSError:
+        return ref  # the loader reports the problem
+    return dataclasses.replace(ref, fingerprint=f"{st.st_size}:{st.st_mtime_ns}")
+
+
 def _load(ref: ImageRef) -> Image.Image:
     if ref.path is not None:
         return load_image(ref.path, name=ref.id)
@@ -112,6 +122,8 @@ def ingest(
 
     def todo() -> Iterator[ImageRef]:
         for ref in refs:
+            if ref.fingerprint is None and ref.path is not None:
+                ref = with_file_fingerprint(ref)
             old = known.get(ref.id)
             if old is not None and ref.fingerprint is not None and old == ref.fingerprint:
                 report.unchanged += 1
