@@ -94,3 +94,24 @@ def test_semantics_with_an_honest_toy_encoder():  # type: ignore[no-untyped-def]
     assert list(probs.argmax(1)) == [0, 1, 2]
     meta = zeroshot.label_metadata(enc, enc.embed_images(imgs), labels, k=2)
     assert meta[0]["labels"][0] == "red" and set(meta[0]["label_probs"]) <= set(labels)
+
+
+def test_classify_cli_skips_a_bad_image_and_classifies_the_rest(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from clipseek.cli import cli
+
+    good = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (220, 30, 30)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    res = CliRunner().invoke(
+        cli, ["classify", str(good), str(bad), "--labels", "red,blue", "--model", "test-colors", "--json"]
+    )
+    assert res.exit_code == 1
+    out = _json.loads(res.output)
+    first = out["results"][0]
+    assert first["image"] == str(good) and first["top"][0] == "red" and first["probs"]["red"] > first["probs"]["blue"]
+    assert out["results"][1] == {"image": str(bad), "error": "not an image (unrecognised format)"}

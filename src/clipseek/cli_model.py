@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ._cli_util import fail_clean
-from .errors import ClipseekError
+from .errors import BadImage, ClipseekError
+from .images import load_image
 
 
 @click.group("model")
@@ -137,20 +139,37 @@ def classify(images: tuple[str, ...], labels: str, model_spec: str | None, templ
         raise ClipseekError("give at least two labels (--labels cat,dog)")
     spec = resolve_default_model(model_spec, notify=lambda m: click.echo(m, err=True))
     enc = get_registry().make_encoder(spec)
+    # A bad image is reported and skipped; the others are still classified.
+    loaded, failed = [], []
+    for p in images:
+        try:
+            loaded.append((p, load_image(p)))
+        except BadImage as e:
+            failed.append((p, str(e).removeprefix(f"{p}: ")))
     try:
-        probs = zeroshot.classify(enc, [Path(p) for p in images], labs, templates=list(templates) or None, lang=lang)
+        probs = (
+            zeroshot.classify(enc, [img for _, img in loaded], labs, templates=list(templates) or None, lang=lang)
+            if loaded
+            else []
+        )
     finally:
         enc.close()
     if as_json:
-        out = {"model": enc.spec, "labels": labs,
-               "results": [{"image": img, "probs": {lab: round(float(p), 6) for lab, p in zip(labs, row)},
-                            "top": [lab for lab, _ in zeroshot.top_labels(row[None], labs, top)[0]]}
-                           for img, row in zip(images, probs)]}
-        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
-        return
-    for img, row in zip(images, probs):
-        best = ", ".join(f"{lab} {p:.1%}" for lab, p in zeroshot.top_labels(row[None], labs, top)[0])
-        click.echo(f"{img}: {best}")
+        results: list[dict[str, Any]] = [
+            {"image": name, "probs": {lab: round(float(p), 6) for lab, p in zip(labs, row)},
+             "top": [lab for lab, _ in zeroshot.top_labels(row[None], labs, top)[0]]}
+            for (name, _), row in zip(loaded, probs)
+        ]
+        results += [{"image": name, "error": why} for name, why in failed]
+        click.echo(json.dumps({"model": enc.spec, "labels": labs, "results": results}, ensure_ascii=False, indent=2))
+    else:
+        for (name, _), row in zip(loaded, probs):
+            best = ", ".join(f"{lab} {p:.1%}" for lab, p in zeroshot.top_labels(row[None], labs, top)[0])
+            click.echo(f"{name}: {best}")
+        for name, why in failed:
+            click.echo(f"{name}: skipped: {why}", err=True)
+    if failed:
+        sys.exit(1)
 
 
 def main() -> None:  # pragma: no cover - for `python -m clipseek.cli_model` before the lead wires it in
