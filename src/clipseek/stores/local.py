@@ -198,7 +198,7 @@ class LocalStore(VectorStore):
         *,
         exact_below: int = 20_000,
         filtered_exact_fraction: float = 0.02,
-        ef_search: int = 128,
+        ef_search: int = 256,
         M: int = 16,
         ef_construction: int = 128,
         threads: int = -1,
