@@ -214,8 +214,7 @@ class Collection:
         ids = list(ids)
         conds = filters.parse(where)
         if conds:
-            filters.check_fields(conds, self.store.fields())
-            ids.extend(self.store.ids(conds))
+            ids.extend(self.store.ids(conds))  # the store raises BadFilter for an unknown field
         return self.store.delete(ids)
 
     # -------------------------------------------------------------------------------- reading
@@ -291,7 +290,7 @@ class Collection:
             raise ClipseekError(f"threshold is a calibrated score between 0 and 1, got {threshold}")
         t0 = time.perf_counter()
         conds = filters.parse(where)
-        if conds:
+        if conds:  # the store checks too; checking here first spares encoding a query that must fail
             filters.check_fields(conds, self.store.fields())
         vec, desc, kind, exclude = self.query_vector(text, image=image, like=like, vector=vector)
         t1 = time.perf_counter()

@@ -42,16 +42,20 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+#: CLIP's normalisation (OpenAI CLIP and Chinese-CLIP); the one place these numbers are written.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
 # Class defaults of transformers' image processors, per model_type (used for keys a config omits).
 ARCH_PROCESSOR_DEFAULTS: dict[str, dict[str, Any]] = {
     "clip": {
         "size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_mean": list(OPENAI_MEAN), "image_std": list(OPENAI_STD),
         "resample": 3, "default_to_square": False,
     },
     "chinese_clip": {
         "size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_mean": list(OPENAI_MEAN), "image_std": list(OPENAI_STD),
         "resample": 3, "default_to_square": False,
     },
     "siglip": {

@@ -40,9 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .base import Calibration
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from .preprocess import OPENAI_MEAN, OPENAI_STD
 
 EN_TEMPLATES = (
     "a photo of a {}.",

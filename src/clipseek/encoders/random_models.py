@@ -23,8 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
-OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
+from .preprocess import OPENAI_MEAN, OPENAI_STD
 
 # Real sizes (ViT-B image towers; the text towers of the published checkpoints).
 REAL_SIZES: dict[str, dict[str, Any]] = {
@@ -178,8 +177,8 @@ def make_clip(out: Path, size: str | None = None, seed: int = 0, n_merges: int |
     _preprocessor(out, {
         "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": vision["image_size"]},
         "resample": 3, "do_center_crop": True, "crop_size": {"height": vision["image_size"], "width": vision["image_size"]},
-        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": OPENAI_MEAN,
-        "image_std": OPENAI_STD, "do_convert_rgb": True,
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(OPENAI_MEAN),
+        "image_std": list(OPENAI_STD), "do_convert_rgb": True,
     })
     return out
 
@@ -203,7 +202,7 @@ def make_chinese_clip(out: Path, seed: int = 0) -> Path:
     _preprocessor(out, {
         "image_processor_type": "ChineseCLIPImageProcessor", "do_resize": True, "size": {"height": 224, "width": 224},
         "resample": 3, "do_center_crop": False, "crop_size": {"height": 224, "width": 224}, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": OPENAI_MEAN, "image_std": OPENAI_STD,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(OPENAI_MEAN), "image_std": list(OPENAI_STD),
         "do_convert_rgb": True,
     })
     return out
