@@ -12,6 +12,7 @@ Contract (checked for every store by ``tests/contract/test_store_contract.py``):
   that satisfy every condition in ``where`` (semantics of :mod:`clipseek.filters`);
 - a filter on a field that no record has raises :class:`~clipseek.errors.BadFilter`;
 - a vector of the wrong dimension raises :class:`~clipseek.errors.BadVector`;
+- ``update_metadata`` changes metadata only: the record keeps its vector;
 - ``Hit.score`` is left equal to the cosine; calibration is the engine's job.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -68,6 +69,18 @@ class VectorStore(ABC):
     @abstractmethod
     def ids(self, where: Sequence[Condition] = ()) -> Iterable[str]:
         """The ids of the records matching ``where`` (all when empty), order unspecified."""
+
+    def update_metadata(self, updates: Mapping[str, Mapping[str, Any]]) -> int:
+        """Merge ``updates[id]`` into the metadata of each existing record, leaving its vector
+        alone; atomic per call like ``upsert``. Unknown ids are ignored; returns how many existed.
+
+        This default reads and rewrites whole records; stores override it with a metadata-only write.
+        """
+        ids = list(updates)
+        recs = [r for r in self.get(ids) if r is not None]
+        if recs:
+            self.upsert([Record(r.id, r.vector, {**r.metadata, **updates[r.id]}) for r in recs])
+        return len(recs)
 
     def fingerprints(self) -> dict[str, str]:
         """id -> ``_fingerprint`` metadata value, for incremental re-indexing."""
