@@ -19,7 +19,8 @@ from _clipmodels import make, photo_files
 from click.testing import CliRunner
 
 from clipseek import modelfiles as mf
-from clipseek.cli_model import classify, model
+from clipseek.cli.classify import classify
+from clipseek.cli.model import model
 from clipseek.encoders.hf import HFClipEncoder
 from clipseek.errors import ModelUnavailable, UnknownPlugin
 from clipseek.plugins import get_registry

@@ -32,27 +32,18 @@ from .errors import (
 )
 from .images import load_image
 from .ingest import IngestReport, ingest
+from .paths import default_data_dir
 from .plugins import get_registry
 from .sources import Source, source_for
 from .stores.base import VectorStore
 from .types import EncoderInfo, Hit, ImageRef, as_unit_vectors
 
 FORMAT_VERSION = 1
-DEFAULT_MODEL = "offline"
 DEFAULT_STORE = "local"
 DEFAULT_COLLECTION = "default"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 URL_TIMEOUT = 20.0
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
-
-
-def default_data_dir() -> Path:
-    """``$CLIPSEEK_HOME``, else ``$XDG_DATA_HOME/clipseek``, else ``~/.local/share/clipseek``."""
-    env = os.environ.get("CLIPSEEK_HOME")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "clipseek"
 
 
 @dataclass

@@ -168,9 +168,6 @@ def validate(conditions: Iterable[Condition]) -> None:
 
 # ---------------------------------------------------------------------------------------- parsing
 
-Where = "Mapping[str, Any] | Iterable[Condition] | Iterable[str] | str | None"
-
-
 def parse(where: Any) -> list[Condition]:
     """Parse any accepted filter form (dict, CLI strings, conditions) into a validated list."""
     if where is None:

@@ -1,4 +1,4 @@
-"""Plugin hooks. Built-in encoders, stores and sources register through these same hooks
+"""Plugin hooks. Built-in encoders and stores register through these same hooks
 (see :mod:`clipseek.default_plugins`), so the plugin path is exercised by every run.
 
 A third-party package exposes a module under the ``clipseek`` entry-point group::

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from .encoders.presets import DEFAULT_ORDER, DEFAULT_PRESET, PRESETS, Preset, get_preset, preset_for_hub_id
 from .errors import ClipseekError, ModelUnavailable, UnknownPlugin
+from .paths import models_dir
 
 OFFLINE_MODEL = "offline"
 HUB_TIMEOUT = 3.0
@@ -52,13 +53,6 @@ DOWNLOAD_PATTERNS = ["config.json", "preprocessor_config.json", "tokenizer*", "s
 
 
 # ------------------------------------------------------------------------------------------ places
-
-
-def models_dir() -> Path:
-    """``$CLIPSEEK_HOME/models`` (the same root as the collections; see ``engine.default_data_dir``)."""
-    from .engine import default_data_dir
-
-    return default_data_dir() / "models"
 
 
 def hub_cache_dir() -> Path:

@@ -16,7 +16,7 @@ import os
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import ClassVar, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from .errors import ClipseekError
 from .images import IMAGE_SUFFIXES
@@ -24,8 +24,6 @@ from .types import ImageRef
 
 
 class Source(ABC):
-    name: ClassVar[str] = ""
-
     @abstractmethod
     def __iter__(self) -> Iterator[ImageRef]: ...
 
@@ -49,8 +47,6 @@ def file_ref(path: Path, root: Path | None = None) -> ImageRef:
 
 class FolderSource(Source):
     """All image files below ``root`` (sorted, so progress and ids are reproducible)."""
-
-    name = "folder"
 
     def __init__(self, root: str | Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -79,8 +75,6 @@ class FolderSource(Source):
 
 class FileListSource(Source):
     """Explicit files (any suffix: the user asked for them, so a non-image is reported, not skipped)."""
-
-    name = "files"
 
     def __init__(self, paths: Iterable[str | Path]) -> None:
         self.paths = [Path(p).expanduser().resolve() for p in paths]

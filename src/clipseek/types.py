@@ -3,7 +3,7 @@
 Invariants (see ARCHITECTURE.md):
 - every vector is a 1-D or 2-D ``numpy.float32`` array, L2-normalised along its last axis;
 - ``Hit.cosine`` is the raw cosine similarity (dot product of unit vectors, in [-1, 1]);
-- ``Hit.score`` is the calibrated relevance in [0, 1] (see :mod:`clipseek.scoring`); a store fills
+- ``Hit.score`` is the calibrated relevance in [0, 1] (see :class:`clipseek.encoders.base.Calibration`); a store fills
   it with the cosine and the engine replaces it;
 - ids are non-empty strings, stable across re-indexing of the same source item.
 """

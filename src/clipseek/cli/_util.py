@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from .errors import ClipseekError
+from ..errors import ClipseekError
 
 
 def fail_clean(fn: Callable[..., Any]) -> Callable[..., Any]:

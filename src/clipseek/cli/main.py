@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from ._cli_util import fail_clean
-from .engine import DEFAULT_COLLECTION, Engine, SearchResult
+from ..engine import DEFAULT_COLLECTION, Engine, SearchResult
+from ._util import fail_clean
 
 
 class _Ctx:
@@ -204,8 +204,8 @@ def search(
     else:
         _print_result(res)
     if grid:
-        from .grid import render_grid
-        from .images import load_image
+        from ..grid import render_grid
+        from ..images import load_image
 
         qimg = load_image(image) if image and not image.startswith(("http://", "https://")) else None
         title = text or (f"like {like}" if like else f"image {image}" if image else "vector query")
@@ -216,7 +216,7 @@ def search(
 def _read_vector(spec: str) -> Any:
     import numpy as np
 
-    from .errors import BadVector
+    from ..errors import BadVector
 
     try:
         if spec.startswith("@"):
@@ -286,7 +286,7 @@ def delete(obj: _Ctx, ids: tuple[str, ...], collection: str, where: tuple[str, .
 @click.pass_obj
 def stores(obj: _Ctx) -> None:
     """List the vector stores that are installed."""
-    from .plugins import get_registry
+    from ..plugins import get_registry
 
     for name, cls in sorted(get_registry().stores.items()):
         doc = (cls.__doc__ or "").strip().splitlines()
@@ -301,24 +301,21 @@ def stores(obj: _Ctx) -> None:
 def demo(obj: _Ctx, collection: str, out: str) -> None:
     """Index the sample photos that ship with scikit-image and scikit-learn, then search them
     by English and Chinese text and by an image; print the results and write picture grids."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(obj.engine, collection=None if collection == DEFAULT_COLLECTION else collection, out_dir=Path(out), echo=click.echo)
 
 
-def _attach_model_commands() -> None:
-    from .cli_model import classify, model
+def _attach_commands() -> None:
+    from .classify import classify
+    from .model import model
 
     cli.add_command(model)
     cli.add_command(classify)
 
 
-_attach_model_commands()
+_attach_commands()
 
 
 def main() -> None:
     cli(prog_name="clipseek")
-
-
-if __name__ == "__main__":
-    main()

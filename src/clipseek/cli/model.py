@@ -1,5 +1,4 @@
-"""``clipseek model ...`` and ``clipseek classify``: standalone click objects, attached to the main
-group with ``cli.add_command(model)`` and ``cli.add_command(classify)``. They need no ``--data-dir``:
+"""``clipseek model ...``: a standalone click group attached to the main one. It needs no ``--data-dir``:
 models live in ``$CLIPSEEK_HOME/models`` (see :mod:`clipseek.modelfiles`).
 
 \b
@@ -8,21 +7,16 @@ models live in ``$CLIPSEEK_HOME/models`` (see :mod:`clipseek.modelfiles`).
   clipseek model export DIR [--int8]           write ONNX towers (fp32, + int8) into DIR/onnx
   clipseek model pack DIR model.tar            one archive + model.tar.sha256 for an air-gapped machine
   clipseek model unpack model.tar [--dir D]    verify the checksum, then extract
-  clipseek classify a.jpg b.jpg --labels cat,dog,car [--model M] [--json]
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from ._cli_util import fail_clean
-from .errors import BadImage, ClipseekError
-from .images import load_image
+from ._util import fail_clean
 
 
 @click.group("model")
@@ -35,15 +29,15 @@ def model() -> None:
 @fail_clean
 def list_cmd(as_json: bool) -> None:
     """Presets clipseek knows and models found on this machine."""
-    from . import modelfiles as mf
-    from .encoders.presets import PRESETS
+    from .. import modelfiles as mf
+    from ..encoders.presets import PRESETS
 
     local = mf.list_local()
     if as_json:
         click.echo(json.dumps({"presets": [p.to_dict() for p in PRESETS.values()], "local": local,
                                "models_dir": str(mf.models_dir())}, ensure_ascii=False, indent=2))
         return
-    from .plugins import get_registry
+    from ..plugins import get_registry
 
     click.echo("Encoders (what --model accepts besides presets, hub ids and directories):")
     for name, cls in sorted(get_registry().encoders.items()):
@@ -66,7 +60,7 @@ def list_cmd(as_json: bool) -> None:
 @fail_clean
 def pull_cmd(name: str, dest: str | None) -> None:
     """Download preset or hub id NAME into a directory (needs the hub)."""
-    from . import modelfiles as mf
+    from .. import modelfiles as mf
 
     path = mf.pull(name, dest)
     click.echo(f"{name} -> {path}")
@@ -81,7 +75,7 @@ def pull_cmd(name: str, dest: str | None) -> None:
 @fail_clean
 def export_cmd(model_dir: str, int8: bool, default: str) -> None:
     """Write MODEL_DIR's image and text towers to ONNX (MODEL_DIR/onnx)."""
-    from .encoders.onnx_export import export
+    from ..encoders.onnx_export import export
 
     man = export(model_dir, int8=int8, default=default, progress=lambda m: click.echo(m, err=True))
     par = man["parity"]
@@ -96,7 +90,7 @@ def export_cmd(model_dir: str, int8: bool, default: str) -> None:
 @fail_clean
 def pack_cmd(model_dir: str, archive: str) -> None:
     """Pack MODEL_DIR into ARCHIVE (.tar, or .tar.gz) and write ARCHIVE.sha256."""
-    from . import modelfiles as mf
+    from .. import modelfiles as mf
 
     out, digest = mf.pack(model_dir, archive)
     click.echo(f"{out}  sha256 {digest}  (checksum in {out.name}.sha256)")
@@ -111,70 +105,11 @@ def pack_cmd(model_dir: str, archive: str) -> None:
 @fail_clean
 def unpack_cmd(archive: str, dest: str | None, no_verify: bool, overwrite: bool) -> None:
     """Verify ARCHIVE against ARCHIVE.sha256 and extract the model directory."""
-    from . import modelfiles as mf
+    from .. import modelfiles as mf
 
     path = mf.unpack(archive, dest, verify=not no_verify, overwrite=overwrite)
     click.echo(f"{archive} -> {path}")
     click.echo(f"Use it with --model {path}" + (f" (or --model {path.name})" if dest is None else ""))
 
 
-@click.command("classify")
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--labels", required=True, help="Candidate labels, comma separated: cat,dog,car or 猫,狗,汽车.")
-@click.option("--model", "model_spec", default=None, help="Preset, hub id or model directory [default: resolved].")
-@click.option("--template", "templates", multiple=True, help="Prompt template(s) with {} for the label.")
-@click.option("--lang", type=click.Choice(["en", "zh"]), default=None, help="Template language [default: per label].")
-@click.option("--top", default=3, show_default=True, help="Labels to show per image.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON with every label's probability.")
-@fail_clean
-def classify(images: tuple[str, ...], labels: str, model_spec: str | None, templates: tuple[str, ...],
-             lang: str | None, top: int, as_json: bool) -> None:
-    """Zero-shot labels for IMAGES: softmax over --labels with the model's prompt templates."""
-    from . import zeroshot
-    from .modelfiles import resolve_default_model
-    from .plugins import get_registry
-
-    labs = zeroshot.parse_labels(labels)
-    if len(labs) < 2:
-        raise ClipseekError("give at least two labels (--labels cat,dog)")
-    spec = resolve_default_model(model_spec, notify=lambda m: click.echo(m, err=True))
-    enc = get_registry().make_encoder(spec)
-    # A bad image is reported and skipped; the others are still classified.
-    loaded, failed = [], []
-    for p in images:
-        try:
-            loaded.append((p, load_image(p)))
-        except BadImage as e:
-            failed.append((p, str(e).removeprefix(f"{p}: ")))
-    try:
-        probs = (
-            zeroshot.classify(enc, [img for _, img in loaded], labs, templates=list(templates) or None, lang=lang)
-            if loaded
-            else []
-        )
-    finally:
-        enc.close()
-    if as_json:
-        results: list[dict[str, Any]] = [
-            {"image": name, "probs": {lab: round(float(p), 6) for lab, p in zip(labs, row)},
-             "top": [lab for lab, _ in zeroshot.top_labels(row[None], labs, top)[0]]}
-            for (name, _), row in zip(loaded, probs)
-        ]
-        results += [{"image": name, "error": why} for name, why in failed]
-        click.echo(json.dumps({"model": enc.spec, "labels": labs, "results": results}, ensure_ascii=False, indent=2))
-    else:
-        for (name, _), row in zip(loaded, probs):
-            best = ", ".join(f"{lab} {p:.1%}" for lab, p in zeroshot.top_labels(row[None], labs, top)[0])
-            click.echo(f"{name}: {best}")
-        for name, why in failed:
-            click.echo(f"{name}: skipped: {why}", err=True)
-    if failed:
-        sys.exit(1)
-
-
-def main() -> None:  # pragma: no cover - for `python -m clipseek.cli_model` before the lead wires it in
-    group = click.Group(commands={"model": model, "classify": classify})
-    group(prog_name="clipseek", args=sys.argv[1:])
-
-
-__all__ = ["classify", "model"]
+__all__ = ["model"]

@@ -342,12 +342,6 @@ class HFClipEncoder(Encoder):
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._load().texts(texts)
 
-    def describe(self) -> dict[str, Any]:
-        md = self._resolve()
-        return {"spec": self.spec, "model_id": self.model_id, "arch": self.arch, "dim": self.dim,
-                "version": self.version, "runtime": self.runtime(), "path": str(md.path),
-                "preset": self._preset.name if self._preset else None}
-
     def close(self) -> None:
         self._backend = None
 

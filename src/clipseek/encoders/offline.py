@@ -326,13 +326,6 @@ class OfflineEncoder(Encoder):
         p /= p.sum(axis=1, keepdims=True)
         return idx, p
 
-    def class_distribution(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, 1000) ImageNet class weights a text is mapped to (the softmax over its top-k)."""
-        idx, p = self._top_classes(texts)
-        out = np.zeros((len(idx), 1000), dtype=np.float32)
-        np.put_along_axis(out, idx, p, axis=1)
-        return out
-
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         idx, p = self._top_classes(texts)
         assert self._W is not None

@@ -24,8 +24,7 @@ was built on. They come from published figures and peers' reports:
   0.1-0.25. Centre 0.28, scale 0.03. An estimate: re-check on real data (see below).
 - SigLIP (sigmoid loss) is the one family whose own weights say where "a match" is:
   ``P(match) = sigmoid(logit_scale.exp() * cosine + logit_bias)``, so ``center = -bias/scale`` and
-  ``scale = 1/scale``. The encoder computes this from the loaded weights (``calibration_source``
-  then says "model"). The preset fallback assumes the published SigLIP B/16 values (temperature
+  ``scale = 1/scale``. The encoder computes this from the loaded weights. The preset fallback assumes the published SigLIP B/16 values (temperature
   about 117, bias about -12.9 -> centre 0.11, scale 0.0085); matching pairs then sit around
   0.1-0.2 raw cosine, which is why a raw "60 %" threshold is meaningless for SigLIP.
 
@@ -145,7 +144,7 @@ PRESETS: dict[str, Preset] = {
             calibration_source="estimate from published/peer figures (not measured here)",
             weights=("pytorch_model.bin",),
             approx_mb=750,
-            quality="zero-shot text->image R@1: Flickr30K-CN 62.7 (71.2 on the official test set), COCO-CN 62.2",
+            quality="zero-shot text->image R@1: Flickr30K-CN 62.7 (official test set; 71.2 is ViT-H/14), COCO-CN 62.2",
         ),
         Preset(
             name="siglip-b16-256-multilingual",
