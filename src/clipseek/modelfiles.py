@@ -43,10 +43,10 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model",
                    "sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json")
-SMALL_FILES = ("config.json", "preprocessor_config.json") + TOKENIZER_FILES
+SMALL_FILES = ("config.json", "processor_config.json", "preprocessor_config.json") + TOKENIZER_FILES
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What to fetch of a model repository: configs, tokenizer, one weights format; never TF/Flax/ONNX copies.
-DOWNLOAD_PATTERNS = ["config.json", "preprocessor_config.json", "tokenizer*", "special_tokens_map.json",
+DOWNLOAD_PATTERNS = ["config.json", "processor_config.json", "preprocessor_config.json", "tokenizer*", "special_tokens_map.json",
                      "vocab.json", "vocab.txt", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
                      "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
                      "pytorch_model-*.bin"]
@@ -181,8 +181,9 @@ def fingerprint(path: str | Path) -> str:
         if fp:
             return str(fp)
     h = hashlib.sha256()
-    for name in ("config.json", "preprocessor_config.json", "tokenizer.json", "vocab.json", "merges.txt",
-                 "vocab.txt", "spiece.model"):
+    # files absent from a directory add nothing, so adding a name here keeps older directories' values
+    for name in ("config.json", "preprocessor_config.json", "processor_config.json", "tokenizer.json", "vocab.json",
+                 "merges.txt", "vocab.txt", "spiece.model"):
         f = p / name
         if f.is_file():
             h.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
