@@ -29,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+from zlib import error as zlib_error
 
 from .encoders.presets import DEFAULT_ORDER, DEFAULT_PRESET, PRESETS, Preset, get_preset, preset_for_hub_id
 from .errors import ClipseekError, ModelUnavailable, UnknownPlugin
@@ -425,9 +426,85 @@ def _checksum_of(archive: Path) -> str:
     return text[0].lower()
 
 
-def unpack(archive: str | Path, dest: str | Path | None = None, *, verify: bool = True, overwrite: bool = False) -> Path:
+@dataclass(frozen=True)
+class UnpackLimits:
+    """What :func:`unpack` accepts before writing anything; ``None`` turns a limit off.
+
+    ``max_ratio`` bounds the unpacked size of a compressed archive as a multiple of the archive's own size:
+    model weights barely compress (about 1.1x), so a much larger ratio is a compression bomb, not a model.
+    """
+
+    max_bytes: int | None = 64 << 30
+    max_members: int | None = 10_000
+    max_ratio: float | None = 50.0
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _archive_stem(arc: Path) -> str:
+    name = arc.name
+    for ext in (".tar.gz", ".tgz", ".tar", ".gz"):
+        if name.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _plan_members(arc: Path, tar: tarfile.TarFile, limits: UnpackLimits) -> tuple[list[tarfile.TarInfo], str | None]:
+    """The members to extract and the model directory's name in the archive (None when the archive holds
+    the directory's contents, as ``tar cf a.tar -C dir .`` makes it). Raises ModelUnavailable for an
+    unsafe, malformed or over-limit archive; reads the archive but writes nothing."""
+    members: list[tarfile.TarInfo] = []
+    names: dict[str, tarfile.TarInfo] = {}
+    total = 0
+    for m in tar:  # lazily, so a huge member list is refused without being held in memory
+        if limits.max_members is not None and len(members) >= limits.max_members:
+            raise ModelUnavailable(f"{arc.name} has more than {limits.max_members} members (--max-members); "
+                                   "nothing was written")
+        parts = Path(m.name).parts
+        if m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir()) or m.issparse():
+            raise ModelUnavailable(f"{arc.name}: unsafe or unsupported member {m.name!r}; nothing was written")
+        norm = "/".join(p for p in parts if p != ".")
+        if not norm:  # the archive's own root ("./")
+            continue
+        prior = names.get(norm)
+        if prior is not None and prior.isdir() != m.isdir():
+            raise ModelUnavailable(f"{arc.name}: {norm!r} is both a file and a directory in the archive; nothing was written")
+        names[norm] = m
+        members.append(m)
+        total += m.size
+    for norm, m in names.items():
+        segs = norm.split("/")
+        for i in range(1, len(segs)):
+            above = "/".join(segs[:i])
+            if above in names and not names[above].isdir():
+                raise ModelUnavailable(f"{arc.name}: member {m.name!r} is inside {above!r}, which is a file in the "
+                                       "same archive; nothing was written")
+    if not members:
+        raise ModelUnavailable(f"{arc.name} is empty; nothing was written")
+    if limits.max_bytes is not None and total > limits.max_bytes:
+        raise ModelUnavailable(f"{arc.name} would unpack to {_mib(total)}, more than the limit of {_mib(limits.max_bytes)} "
+                               "(--max-size); nothing was written")
+    packed = max(arc.stat().st_size, 1)
+    if limits.max_ratio and total > packed * limits.max_ratio:
+        raise ModelUnavailable(f"{arc.name} would unpack to {_mib(total)}, {total // packed}x its compressed size "
+                               f"(limit {limits.max_ratio:g}x): model weights barely compress, so this looks like a "
+                               "compression bomb. If you trust it, raise --max-ratio; nothing was written")
+    tops = {n.split("/")[0] for n in names}
+    if len(tops) == 1:
+        top = tops.pop()
+        if names.get(top) is None or names[top].isdir():
+            return members, top
+    return members, None
+
+
+def unpack(archive: str | Path, dest: str | Path | None = None, *, verify: bool = True, overwrite: bool = False,
+           limits: UnpackLimits = UnpackLimits()) -> Path:
     """Verify and extract a packed model into ``dest`` (default ``$CLIPSEEK_HOME/models``); return the
-    model directory. A wrong checksum, an unsafe member or an incomplete model writes nothing."""
+    model directory. The archive holds one model directory, or a directory's contents (then the model is
+    named after the archive). A wrong checksum, an unsafe or malformed member, an archive over ``limits``
+    or an incomplete model is a ModelUnavailable, and leaves nothing behind."""
     arc = Path(archive).expanduser()
     if not arc.is_file():
         raise ModelUnavailable(f"archive {arc} does not exist")
@@ -438,28 +515,41 @@ def unpack(archive: str | Path, dest: str | Path | None = None, *, verify: bool 
             raise ModelUnavailable(f"checksum mismatch for {arc.name}: expected {want}, got {got}; the archive is "
                                    "damaged or not the one packed. Nothing was written")
     root = Path(dest).expanduser() if dest else models_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(arc, "r:*") as tar:
-        members = tar.getmembers()
-        tops = set()
-        for m in members:
-            parts = Path(m.name).parts
-            if m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir()):
-                raise ModelUnavailable(f"{arc.name}: unsafe or unsupported member {m.name!r}; nothing was written")
-            tops.add(parts[0])
-        if len(tops) != 1:
-            raise ModelUnavailable(f"{arc.name}: expected one model directory at the top, found {sorted(tops)}")
-        name = tops.pop()
+    try:
+        tar = tarfile.open(arc, "r:*")
+    except (tarfile.TarError, OSError) as e:
+        raise ModelUnavailable(f"{arc.name} is not a readable tar archive ({e})") from None
+    with tar:
+        try:
+            members, top = _plan_members(arc, tar, limits)
+        except (tarfile.TarError, EOFError, zlib_error) as e:
+            raise ModelUnavailable(f"{arc.name} is damaged ({e}); nothing was written") from None
+        name = top or _archive_stem(arc)
         final = root / name
         if final.exists() and not overwrite:
             raise ModelUnavailable(f"{final} already exists; remove it or unpack elsewhere (--dir)")
-        with tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as tmpd:
-            kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(tmpd, members=members, **kw)  # noqa: S202 - members checked above
-            check_model_dir(Path(tmpd) / name)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(Path(tmpd) / name, final)
+        created = not root.exists()
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as tmpd:
+                into = Path(tmpd) if top else Path(tmpd) / name
+                kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                try:
+                    tar.extractall(into, members=members, **kw)  # noqa: S202 - members checked above
+                except (tarfile.TarError, EOFError, zlib_error, OSError) as e:
+                    raise ModelUnavailable(f"cannot unpack {arc.name}: {e}; nothing was written") from None
+                try:
+                    check_model_dir(Path(tmpd) / name)
+                except ModelUnavailable as e:  # name the archive's directory, not the temporary one
+                    why = str(e).replace(str(Path(tmpd) / name), name)
+                    raise ModelUnavailable(f"{arc.name} does not hold a usable model: {why}; nothing was written") from None
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(Path(tmpd) / name, final)
+        except BaseException:
+            if created:
+                shutil.rmtree(root, ignore_errors=True)
+            raise
     marker = final / MARKER
     if not marker.is_file():
         marker.write_text(json.dumps({"hub_id": None, "unpacked_from": arc.name}, indent=2))
@@ -493,5 +583,5 @@ def list_local() -> list[dict[str, Any]]:
 __all__ = [
     "ModelDir", "OFFLINE_MODEL", "check_model_dir", "download", "find_in_hub_cache", "find_local", "fingerprint",
     "hub_answers", "list_local", "locate", "models_dir", "pack", "preset_for_hub_id", "pull", "resolve_default_model",
-    "unpack",
+    "unpack", "UnpackLimits",
 ]
