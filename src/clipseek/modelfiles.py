@@ -8,6 +8,9 @@
   into one ``.tar`` (or ``.tar.gz``) plus a ``<archive>.sha256`` file; :func:`unpack` verifies the
   checksum before writing anything, then extracts into ``$CLIPSEEK_HOME/models`` (or ``dest``).
 - :func:`check_model_dir` says clearly what a directory lacks (``ModelUnavailable`` naming the file).
+- Every download (``pull``, a preset located on first use, a new collection's default model) is bounded
+  (:class:`DownloadBounds`: 60 s without receiving anything, 2 h in all), and a hub that cannot be
+  reached is reported as what it is: a failed DNS lookup, a refused connection, or no answer in time.
 
 Nothing here imports torch or transformers. ``huggingface_hub`` is imported only to download or to look
 into its cache.
@@ -20,11 +23,14 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,7 +263,8 @@ def find_local(name: str) -> Path | None:
 
 
 def hub_answers(timeout: float = HUB_TIMEOUT) -> tuple[bool, str]:
-    """(answered, reason). Any HTTP answer counts (even 401/404): the server is there."""
+    """(answered, reason). Any HTTP answer counts (even 401/404): the server is there. The reason says
+    what failed: the host name did not resolve, the connection was refused, or no answer came in time."""
     if hub_offline():
         return False, "HF_HUB_OFFLINE is set"
     url = hub_endpoint() + "/api/models?limit=1"
@@ -267,19 +274,98 @@ def hub_answers(timeout: float = HUB_TIMEOUT) -> tuple[bool, str]:
     except urllib.error.HTTPError:
         return True, ""
     except (urllib.error.URLError, TimeoutError, OSError) as e:
-        return False, f"the hub at {hub_endpoint()} did not answer within {timeout:g} s ({getattr(e, 'reason', e)})"
+        return False, _unreachable(e, timeout)
 
 
-def download(name: str, dest: Path | None = None, *, progress: bool = True, timeout: float = HUB_TIMEOUT) -> Path:
+def _unreachable(e: BaseException, timeout: float) -> str:
+    reason = getattr(e, "reason", e)
+    where = f"the hub at {hub_endpoint()}"
+    host = urllib.parse.urlsplit(hub_endpoint()).hostname or hub_endpoint()
+    if isinstance(reason, socket.gaierror):
+        return f"{where} cannot be reached: DNS lookup of {host} failed ({reason})"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"{where} refused the connection"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"{where} did not answer within {timeout:g} s"
+    return f"{where} cannot be reached ({reason})"
+
+
+@dataclass(frozen=True)
+class DownloadBounds:
+    """How long a download may take: ``stall_s`` without receiving anything (a hub that answered and then
+    went quiet), and ``deadline_s`` in all."""
+
+    stall_s: float = 60.0
+    deadline_s: float = 2 * 3600.0
+
+
+class _Watch:
+    """Activity of one download, fed by the progress bars huggingface_hub updates as bytes arrive."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.given_up = False
+
+    def tqdm_class(self) -> type:
+        from huggingface_hub.utils import tqdm as hf_tqdm
+
+        watch = self
+
+        class Watched(hf_tqdm):  # type: ignore[misc, valid-type]
+            def update(self, n: float | None = 1) -> bool | None:
+                if watch.given_up:  # stop writing files for a download we already reported as failed
+                    raise ModelUnavailable("download abandoned")
+                watch.last = time.monotonic()
+                return super().update(n)  # type: ignore[no-any-return]
+
+        return Watched
+
+
+def _bounded(fetch: Callable[[type], Path], what: str, bounds: DownloadBounds) -> Path:
+    """Run ``fetch(tqdm_class)`` in a worker thread; raise ModelUnavailable when nothing arrives for
+    ``bounds.stall_s`` or the whole takes longer than ``bounds.deadline_s``. A thread blocked in a read
+    cannot be stopped: it is a daemon, and it stops at its next progress update (or huggingface_hub's own
+    read timeout) without writing more."""
+    watch = _Watch()
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            out["path"] = fetch(watch.tqdm_class())
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            out["error"] = e
+
+    worker = threading.Thread(target=work, name="clipseek-download", daemon=True)
+    start = time.monotonic()
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+        now = time.monotonic()
+        if worker.is_alive() and now - watch.last > bounds.stall_s:
+            watch.given_up = True
+            raise ModelUnavailable(f"cannot download {what}: the hub at {hub_endpoint()} stalled (nothing received for "
+                                   f"{bounds.stall_s:g} s)")
+        if worker.is_alive() and now - start > bounds.deadline_s:
+            watch.given_up = True
+            raise ModelUnavailable(f"cannot download {what}: not finished within the {bounds.deadline_s:g} s deadline")
+    if "error" in out:
+        raise out["error"]
+    return Path(out["path"])
+
+
+def download(name: str, dest: Path | None = None, *, progress: bool = True, timeout: float = HUB_TIMEOUT,
+             bounds: DownloadBounds = DownloadBounds(), probe: bool = True) -> Path:
     """Download a preset or hub id (into ``dest``, else into the Hugging Face cache); return the directory.
 
-    Raises ModelUnavailable when the hub does not answer, HF_HUB_OFFLINE is set, or the download fails.
+    Raises ModelUnavailable when the hub does not answer within ``timeout`` (``probe=False``: the caller
+    has just asked), HF_HUB_OFFLINE is set, the download stalls or passes its deadline (``bounds``), or
+    it fails.
     """
     preset = get_preset(name)
     hub_id = preset.hub_id if preset else name
     if preset is None and not looks_like_hub_id(hub_id):
         raise unknown_model(name)
-    ok, why = hub_answers(timeout)
+    ok, why = hub_answers(timeout) if probe else (True, "")
     if not ok:
         raise ModelUnavailable(f"cannot download {hub_id}: {why}. {how_to_get(name)}")
     try:
@@ -289,12 +375,13 @@ def download(name: str, dest: Path | None = None, *, progress: bool = True, time
     if not progress:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        kwargs: dict[str, Any] = {"allow_patterns": _patterns_for(preset)}
+        # the endpoint that answered the probe, also when huggingface_hub was imported with another one
+        kwargs: dict[str, Any] = {"allow_patterns": _patterns_for(preset), "endpoint": hub_endpoint()}
         if dest is not None:
             kwargs["local_dir"] = str(dest)
         else:
             kwargs["cache_dir"] = str(hub_cache_dir())
-        path = Path(snapshot_download(hub_id, **kwargs))
+        path = _bounded(lambda bar: Path(snapshot_download(hub_id, tqdm_class=bar, **kwargs)), hub_id, bounds)
     except ClipseekError:
         raise
     except Exception as e:  # noqa: BLE001 - network, auth, missing repo: all become one clear message
@@ -340,6 +427,7 @@ def resolve_default_model(
     *,
     notify: Callable[[str], None] = _stderr,
     timeout: float = HUB_TIMEOUT,
+    bounds: DownloadBounds = DownloadBounds(),
     download_fn: Callable[[str], Path] | None = None,
 ) -> str:
     """The model spec for a new collection, in this order:
@@ -348,7 +436,7 @@ def resolve_default_model(
     2. a default preset already on this machine (``$CLIPSEEK_HOME/models`` or the Hugging Face cache),
        trying :data:`DEFAULT_ORDER`;
     3. the default preset downloaded (progress bar) when ``HF_HUB_OFFLINE`` is not set and the hub answers
-       within ``timeout`` seconds;
+       within ``timeout`` seconds (the download bounded by ``bounds``);
     4. otherwise ``"offline"`` (the model that needs no download), with one line saying so and how to get
        the better one.
     """
@@ -360,7 +448,7 @@ def resolve_default_model(
     ok, why = hub_answers(timeout)
     if ok:
         try:
-            (download_fn or (lambda n: download(n, timeout=timeout)))(DEFAULT_PRESET)
+            (download_fn or (lambda n: download(n, timeout=timeout, bounds=bounds, probe=False)))(DEFAULT_PRESET)
             return DEFAULT_PRESET
         except ClipseekError as e:
             why = str(e).split(". To get it")[0]
@@ -371,15 +459,23 @@ def resolve_default_model(
 # ------------------------------------------------------------------------------------------ moving
 
 
-def pull(name: str, dest: str | Path | None = None, *, progress: bool = True) -> Path:
-    """Download a preset or hub id into a plain directory (default ``$CLIPSEEK_HOME/models/<name>``)."""
+def pull(name: str, dest: str | Path | None = None, *, progress: bool = True,
+         bounds: DownloadBounds = DownloadBounds()) -> Path:
+    """Download a preset or hub id into a plain directory (default ``$CLIPSEEK_HOME/models/<name>``),
+    bounded by ``bounds``; a failed pull removes the directory when it created it."""
     preset = get_preset(name)
     if preset is None and not looks_like_hub_id(name):
         raise unknown_model(name)
     hub_id = preset.hub_id if preset else name
     target = Path(dest).expanduser() if dest else models_dir() / (preset.name if preset else hub_id.replace("/", "--"))
     target.parent.mkdir(parents=True, exist_ok=True)
-    path = download(name, dest=target, progress=progress)
+    fresh = not target.exists()
+    try:
+        path = download(name, dest=target, progress=progress, bounds=bounds)
+    except BaseException:
+        if fresh:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     shutil.rmtree(path / ".cache", ignore_errors=True)  # huggingface_hub's local_dir bookkeeping
     (path / MARKER).write_text(json.dumps({"hub_id": hub_id, "preset": preset.name if preset else None,
                                            "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
@@ -581,7 +677,7 @@ def list_local() -> list[dict[str, Any]]:
 
 
 __all__ = [
-    "ModelDir", "OFFLINE_MODEL", "check_model_dir", "download", "find_in_hub_cache", "find_local", "fingerprint",
+    "DownloadBounds", "ModelDir", "OFFLINE_MODEL", "check_model_dir", "download", "find_in_hub_cache", "find_local", "fingerprint",
     "hub_answers", "list_local", "locate", "models_dir", "pack", "preset_for_hub_id", "pull", "resolve_default_model",
     "unpack", "UnpackLimits",
 ]

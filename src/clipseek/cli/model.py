@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from ..modelfiles import UnpackLimits
+from ..modelfiles import DownloadBounds, UnpackLimits
 from ._util import fail_clean
 
 
@@ -60,12 +60,16 @@ def list_cmd(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--dir", "dest", type=click.Path(file_okay=False), default=None,
               help="Target directory [default: $CLIPSEEK_HOME/models/NAME].")
+@click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=DownloadBounds().stall_s,
+              show_default=True, help="Give up when nothing arrives for this many seconds.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=DownloadBounds().deadline_s,
+              show_default=True, help="Give up when the download takes longer than this many seconds.")
 @fail_clean
-def pull_cmd(name: str, dest: str | None) -> None:
+def pull_cmd(name: str, dest: str | None, stall_timeout: float, deadline: float) -> None:
     """Download preset or hub id NAME into a directory (needs the hub)."""
     from .. import modelfiles as mf
 
-    path = mf.pull(name, dest)
+    path = mf.pull(name, dest, bounds=DownloadBounds(stall_s=stall_timeout, deadline_s=deadline))
     click.echo(f"{name} -> {path}")
     click.echo(f"Use it with --model {name if dest is None else path}; make it fast with `clipseek model export {path}`.")
 
