@@ -81,13 +81,17 @@ def test_transformers5_layout_gives_the_processor_s_image_size(saved):  # type: 
     assert (sig.resize_mode, sig.resize_to, sig.crop) == ("exact", (256, 256), None)
 
 
-def test_export_of_a_transformers5_siglip_256_directory(saved, tmp_path):  # type: ignore[no-untyped-def]
-    d = tmp_path / "siglip"
-    shutil.copytree(saved["siglip"], d)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_export_of_a_transformers5_directory_then_onnx_index_and_search(saved, folder, tmp_path, arch):  # type: ignore[no-untyped-def]
+    d = tmp_path / arch
+    shutil.copytree(saved[arch], d)
     res = CliRunner().invoke(cli, ["model", "export", str(d), "--no-int8"])
     assert res.exit_code == 0, res.output
     man = json.loads((d / "onnx" / "manifest.json").read_text())
-    assert man["image"]["size"] == [256, 256] and man["preprocess"]["resize_to"] == [256, 256]
+    size = {"clip": [224, 224], "chinese_clip": [224, 224], "siglip": [256, 256]}[arch]
+    assert man["image"]["size"] == size and man["preprocess"]["resize_mode"] == ("shortest_edge" if arch == "clip" else "exact")
+    assert HFClipEncoder(str(d)).runtime() == "onnx"
+    _assert_matches_transformers(d, folder, tmp_path / "data")
 
 
 def test_fingerprint_follows_processor_config_json(saved, tmp_path):  # type: ignore[no-untyped-def]
