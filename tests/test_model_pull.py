@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -106,3 +107,18 @@ def test_unreachable_hub_says_why(env, monkeypatch):  # type: ignore[no-untyped-
     s.close()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     assert mf.hub_answers(timeout=3) == (False, f"the hub at http://127.0.0.1:{port} refused the connection")
+
+
+def test_a_slow_but_steady_download_is_not_a_stall():  # type: ignore[no-untyped-def]
+    """Only silence counts: progress every 0.2 s for 1.5 s passes a 1 s stall timeout."""
+    from huggingface_hub import constants
+
+    def fetch(bar_class):  # type: ignore[no-untyped-def]
+        bar = bar_class(total=8, disable=True)
+        for _ in range(8):
+            time.sleep(0.2)
+            bar.update(1)
+        return "/done"
+
+    assert mf._bounded(fetch, "x/y", mf.DownloadBounds(stall_s=1, deadline_s=10)) == Path("/done")
+    assert constants.DOWNLOAD_CHUNK_SIZE <= 1 << 20  # progress comes at least once per MiB

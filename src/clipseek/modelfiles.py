@@ -307,7 +307,12 @@ class _Watch:
         self.given_up = False
 
     def tqdm_class(self) -> type:
+        from huggingface_hub import constants
         from huggingface_hub.utils import tqdm as hf_tqdm
+
+        # huggingface_hub reports HTTP progress once per read chunk (10 MiB): on a slow link that is minutes
+        # between reports. 1 MiB chunks keep the stall watchdog meaningful down to ~20 KB/s.
+        constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, 1 << 20)
 
         watch = self
 
