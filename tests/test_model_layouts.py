@@ -119,13 +119,22 @@ def test_nested_processor_config_wins_over_preprocessor_config_like_transformers
 # ---------------------------------------------------------------------------------------- hub layouts
 
 
+def _torch_then_onnx(d: Path, folder: Path, tmp_path: Path) -> None:
+    """Index and search with the torch runtime, then again after `clipseek model export` (ONNX)."""
+    _assert_matches_transformers(d, folder, tmp_path / "torch")
+    res = CliRunner().invoke(cli, ["model", "export", str(d), "--no-int8"])
+    assert res.exit_code == 0, res.output
+    assert HFClipEncoder(str(d)).runtime() == "onnx"
+    _assert_matches_transformers(d, folder, tmp_path / "onnx")
+
+
 def test_clip_with_the_legacy_eos_token_id_2(folder, tmp_path):  # type: ignore[no-untyped-def]
     """openai/clip-vit-base-patch32's config says eos_token_id 2; transformers then pools at the argmax id."""
     d = make("clip", tmp_path / "legacy")
     cfg = json.loads((d / "config.json").read_text())
     cfg["text_config"].update(bos_token_id=0, eos_token_id=2, pad_token_id=1)
     (d / "config.json").write_text(json.dumps(cfg))
-    _assert_matches_transformers(d, folder, tmp_path / "data")
+    _torch_then_onnx(d, folder, tmp_path)
 
 
 def test_chinese_clip_with_pytorch_model_bin_and_vocab_txt_only(folder, tmp_path):  # type: ignore[no-untyped-def]
@@ -138,7 +147,7 @@ def test_chinese_clip_with_pytorch_model_bin_and_vocab_txt_only(folder, tmp_path
     for f in list(d.iterdir()):
         if f.name not in keep:
             f.unlink()
-    _assert_matches_transformers(d, folder, tmp_path / "data")
+    _torch_then_onnx(d, folder, tmp_path)
 
 
 def test_siglip_tokenizer_with_only_input_ids(folder, tmp_path):  # type: ignore[no-untyped-def]
@@ -149,4 +158,4 @@ def test_siglip_tokenizer_with_only_input_ids(folder, tmp_path):  # type: ignore
     from transformers import AutoTokenizer
 
     assert list(AutoTokenizer.from_pretrained(str(d))(["a cat"]).keys()) == ["input_ids"]
-    _assert_matches_transformers(d, folder, tmp_path / "data")
+    _torch_then_onnx(d, folder, tmp_path)
