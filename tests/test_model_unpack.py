@@ -89,11 +89,26 @@ def test_limits_refuse_before_writing_and_can_be_raised(tiny, tmp_path):  # type
     with pytest.raises(ModelUnavailable, match=r"many.tar has more than 20 members \(--max-members\); nothing was written"):
         mf.unpack(many, dest, verify=False, limits=mf.UnpackLimits(max_members=20))
     assert _nothing_left(dest)
-    # raised limits: the archive is extracted (and then found not to be a model: still nothing left)
+    # raised limits: the archive is extracted (and then found not to be a model: still nothing left, not even
+    # the directories unpack created on the way)
+    deep = tmp_path / "new" / "models"
     with pytest.raises(ModelUnavailable, match=r"bomb.tar.gz does not hold a usable model: m: the tokenizer files are "
                                               r"missing .*; nothing was written"):
-        mf.unpack(arc, dest, verify=False, limits=mf.UnpackLimits(max_ratio=None))
-    assert _nothing_left(dest)
+        mf.unpack(arc, deep, verify=False, limits=mf.UnpackLimits(max_ratio=None))
+    assert not (tmp_path / "new").exists()
+
+
+def test_not_enough_disk_space_is_said_before_writing(tiny, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    import shutil
+
+    arc = tmp_path / "m.tar"
+    mf.pack(tiny, arc)
+    need = sum(f.stat().st_size for f in tiny.iterdir())
+    monkeypatch.setattr(mf.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, (1 << 40) - 4096, 4096))
+    with pytest.raises(ModelUnavailable, match=rf"m.tar unpacks to {need / (1 << 20):.1f} MiB but only 0.0 MiB is free "
+                                              rf"under {tmp_path / 'dest'}; nothing was written"):
+        mf.unpack(arc, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
 
 
 def test_cli_limit_options(tiny, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]

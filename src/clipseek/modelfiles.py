@@ -552,10 +552,10 @@ def _archive_stem(arc: Path) -> str:
     return name
 
 
-def _plan_members(arc: Path, tar: tarfile.TarFile, limits: UnpackLimits) -> tuple[list[tarfile.TarInfo], str | None]:
-    """The members to extract and the model directory's name in the archive (None when the archive holds
-    the directory's contents, as ``tar cf a.tar -C dir .`` makes it). Raises ModelUnavailable for an
-    unsafe, malformed or over-limit archive; reads the archive but writes nothing."""
+def _plan_members(arc: Path, tar: tarfile.TarFile, limits: UnpackLimits) -> tuple[list[tarfile.TarInfo], str | None, int]:
+    """The members to extract, the model directory's name in the archive (None when the archive holds
+    the directory's contents, as ``tar cf a.tar -C dir .`` makes it) and the bytes they unpack to.
+    Raises ModelUnavailable for an unsafe, malformed or over-limit archive; reads but writes nothing."""
     members: list[tarfile.TarInfo] = []
     names: dict[str, tarfile.TarInfo] = {}
     total = 0
@@ -596,8 +596,16 @@ def _plan_members(arc: Path, tar: tarfile.TarFile, limits: UnpackLimits) -> tupl
     if len(tops) == 1:
         top = tops.pop()
         if names.get(top) is None or names[top].isdir():
-            return members, top
-    return members, None
+            return members, top, total
+    return members, None, total
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` that does not exist yet (None when ``path`` exists)."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
 
 
 def unpack(archive: str | Path, dest: str | Path | None = None, *, verify: bool = True, overwrite: bool = False,
@@ -622,14 +630,18 @@ def unpack(archive: str | Path, dest: str | Path | None = None, *, verify: bool 
         raise ModelUnavailable(f"{arc.name} is not a readable tar archive ({e})") from None
     with tar:
         try:
-            members, top = _plan_members(arc, tar, limits)
+            members, top, total = _plan_members(arc, tar, limits)
         except (tarfile.TarError, EOFError, zlib_error) as e:
             raise ModelUnavailable(f"{arc.name} is damaged ({e}); nothing was written") from None
         name = top or _archive_stem(arc)
         final = root / name
         if final.exists() and not overwrite:
             raise ModelUnavailable(f"{final} already exists; remove it or unpack elsewhere (--dir)")
-        created = not root.exists()
+        created = _first_missing(root)  # removed again when the unpack fails
+        have = shutil.disk_usage(created.parent if created else root).free
+        if total > have:
+            raise ModelUnavailable(f"{arc.name} unpacks to {_mib(total)} but only {_mib(have)} is free under {root}; "
+                                   "nothing was written")
         root.mkdir(parents=True, exist_ok=True)
         try:
             with tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as tmpd:
@@ -649,7 +661,7 @@ def unpack(archive: str | Path, dest: str | Path | None = None, *, verify: bool 
                 os.replace(Path(tmpd) / name, final)
         except BaseException:
             if created:
-                shutil.rmtree(root, ignore_errors=True)
+                shutil.rmtree(created, ignore_errors=True)
             raise
     marker = final / MARKER
     if not marker.is_file():
