@@ -48,9 +48,6 @@ MARKER = "clipseek-model.json"  # written by pull/unpack: where a directory came
 ONNX_MANIFEST = Path("onnx") / "manifest.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model",
-                   "sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json")
-SMALL_FILES = ("config.json", "processor_config.json", "preprocessor_config.json") + TOKENIZER_FILES
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What to fetch of a model repository: configs, tokenizer, one weights format; never TF/Flax/ONNX copies.
 DOWNLOAD_PATTERNS = ["config.json", "processor_config.json", "preprocessor_config.json", "tokenizer*", "special_tokens_map.json",
