@@ -54,3 +54,16 @@ def reference(model_dir: Path, images: list[Image.Image], texts: list[str]) -> t
         img = features(model.get_image_features(pixel_values=proc(images, return_tensors="pt")["pixel_values"]))
         txt = features(model.get_text_features(**enc))
     return unit(img.numpy()), unit(txt.numpy())
+
+
+def save_with_transformers(arch: str, out: Path, staging: Path) -> Path:
+    """A directory as a user's transformers writes it: a tiny random model of ``arch`` loaded with
+    ``AutoModel`` + ``AutoProcessor`` and saved with their own ``save_pretrained`` (transformers 5:
+    ``processor_config.json`` with the image settings nested under ``"image_processor"``, no
+    ``preprocessor_config.json``; tokenizer.json or spiece.model + tokenizer_config.json)."""
+    from transformers import AutoModel, AutoProcessor
+
+    src = make(arch, staging)
+    AutoModel.from_pretrained(str(src)).save_pretrained(str(out))
+    AutoProcessor.from_pretrained(str(src)).save_pretrained(str(out))
+    return out

@@ -8,6 +8,9 @@
   into one ``.tar`` (or ``.tar.gz``) plus a ``<archive>.sha256`` file; :func:`unpack` verifies the
   checksum before writing anything, then extracts into ``$CLIPSEEK_HOME/models`` (or ``dest``).
 - :func:`check_model_dir` says clearly what a directory lacks (``ModelUnavailable`` naming the file).
+- Every download (``pull``, a preset located on first use, a new collection's default model) is bounded
+  (:class:`DownloadBounds`: 60 s without receiving anything, 2 h in all), and a hub that cannot be
+  reached is reported as what it is: a failed DNS lookup, a refused connection, or no answer in time.
 
 Nothing here imports torch or transformers. ``huggingface_hub`` is imported only to download or to look
 into its cache.
@@ -20,15 +23,19 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+from zlib import error as zlib_error
 
 from .encoders.presets import DEFAULT_ORDER, DEFAULT_PRESET, PRESETS, Preset, get_preset, preset_for_hub_id
 from .errors import ClipseekError, ModelUnavailable, UnknownPlugin
@@ -41,12 +48,9 @@ MARKER = "clipseek-model.json"  # written by pull/unpack: where a directory came
 ONNX_MANIFEST = Path("onnx") / "manifest.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model",
-                   "sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json")
-SMALL_FILES = ("config.json", "preprocessor_config.json") + TOKENIZER_FILES
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What to fetch of a model repository: configs, tokenizer, one weights format; never TF/Flax/ONNX copies.
-DOWNLOAD_PATTERNS = ["config.json", "preprocessor_config.json", "tokenizer*", "special_tokens_map.json",
+DOWNLOAD_PATTERNS = ["config.json", "processor_config.json", "preprocessor_config.json", "tokenizer*", "special_tokens_map.json",
                      "vocab.json", "vocab.txt", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
                      "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
                      "pytorch_model-*.bin"]
@@ -181,8 +185,9 @@ def fingerprint(path: str | Path) -> str:
         if fp:
             return str(fp)
     h = hashlib.sha256()
-    for name in ("config.json", "preprocessor_config.json", "tokenizer.json", "vocab.json", "merges.txt",
-                 "vocab.txt", "spiece.model"):
+    # files absent from a directory add nothing, so adding a name here keeps older directories' values
+    for name in ("config.json", "preprocessor_config.json", "processor_config.json", "tokenizer.json", "vocab.json",
+                 "merges.txt", "vocab.txt", "spiece.model"):
         f = p / name
         if f.is_file():
             h.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
@@ -255,7 +260,8 @@ def find_local(name: str) -> Path | None:
 
 
 def hub_answers(timeout: float = HUB_TIMEOUT) -> tuple[bool, str]:
-    """(answered, reason). Any HTTP answer counts (even 401/404): the server is there."""
+    """(answered, reason). Any HTTP answer counts (even 401/404): the server is there. The reason says
+    what failed: the host name did not resolve, the connection was refused, or no answer came in time."""
     if hub_offline():
         return False, "HF_HUB_OFFLINE is set"
     url = hub_endpoint() + "/api/models?limit=1"
@@ -265,19 +271,103 @@ def hub_answers(timeout: float = HUB_TIMEOUT) -> tuple[bool, str]:
     except urllib.error.HTTPError:
         return True, ""
     except (urllib.error.URLError, TimeoutError, OSError) as e:
-        return False, f"the hub at {hub_endpoint()} did not answer within {timeout:g} s ({getattr(e, 'reason', e)})"
+        return False, _unreachable(e, timeout)
 
 
-def download(name: str, dest: Path | None = None, *, progress: bool = True, timeout: float = HUB_TIMEOUT) -> Path:
+def _unreachable(e: BaseException, timeout: float) -> str:
+    reason = getattr(e, "reason", e)
+    where = f"the hub at {hub_endpoint()}"
+    host = urllib.parse.urlsplit(hub_endpoint()).hostname or hub_endpoint()
+    if isinstance(reason, socket.gaierror):
+        return f"{where} cannot be reached: DNS lookup of {host} failed ({reason})"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"{where} refused the connection"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"{where} did not answer within {timeout:g} s"
+    return f"{where} cannot be reached ({reason})"
+
+
+@dataclass(frozen=True)
+class DownloadBounds:
+    """How long a download may take: ``stall_s`` without receiving anything (a hub that answered and then
+    went quiet), and ``deadline_s`` in all."""
+
+    stall_s: float = 60.0
+    deadline_s: float = 2 * 3600.0
+
+
+class _Watch:
+    """Activity of one download, fed by the progress bars huggingface_hub updates as bytes arrive."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.given_up = False
+
+    def tqdm_class(self) -> type:
+        from huggingface_hub import constants
+        from huggingface_hub.utils import tqdm as hf_tqdm
+
+        # huggingface_hub reports HTTP progress once per read chunk (10 MiB): on a slow link that is minutes
+        # between reports. 1 MiB chunks keep the stall watchdog meaningful down to ~20 KB/s.
+        constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, 1 << 20)
+
+        watch = self
+
+        class Watched(hf_tqdm):  # type: ignore[misc, valid-type]
+            def update(self, n: float | None = 1) -> bool | None:
+                if watch.given_up:  # stop writing files for a download we already reported as failed
+                    raise ModelUnavailable("download abandoned")
+                watch.last = time.monotonic()
+                return super().update(n)  # type: ignore[no-any-return]
+
+        return Watched
+
+
+def _bounded(fetch: Callable[[type], Path], what: str, bounds: DownloadBounds) -> Path:
+    """Run ``fetch(tqdm_class)`` in a worker thread; raise ModelUnavailable when nothing arrives for
+    ``bounds.stall_s`` or the whole takes longer than ``bounds.deadline_s``. A thread blocked in a read
+    cannot be stopped: it is a daemon, and it stops at its next progress update (or huggingface_hub's own
+    read timeout) without writing more."""
+    watch = _Watch()
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            out["path"] = fetch(watch.tqdm_class())
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            out["error"] = e
+
+    worker = threading.Thread(target=work, name="clipseek-download", daemon=True)
+    start = time.monotonic()
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+        now = time.monotonic()
+        if worker.is_alive() and now - watch.last > bounds.stall_s:
+            watch.given_up = True
+            raise ModelUnavailable(f"cannot download {what}: the hub at {hub_endpoint()} stalled (nothing received for "
+                                   f"{bounds.stall_s:g} s)")
+        if worker.is_alive() and now - start > bounds.deadline_s:
+            watch.given_up = True
+            raise ModelUnavailable(f"cannot download {what}: not finished within the {bounds.deadline_s:g} s deadline")
+    if "error" in out:
+        raise out["error"]
+    return Path(out["path"])
+
+
+def download(name: str, dest: Path | None = None, *, progress: bool = True, timeout: float = HUB_TIMEOUT,
+             bounds: DownloadBounds = DownloadBounds(), probe: bool = True) -> Path:
     """Download a preset or hub id (into ``dest``, else into the Hugging Face cache); return the directory.
 
-    Raises ModelUnavailable when the hub does not answer, HF_HUB_OFFLINE is set, or the download fails.
+    Raises ModelUnavailable when the hub does not answer within ``timeout`` (``probe=False``: the caller
+    has just asked), HF_HUB_OFFLINE is set, the download stalls or passes its deadline (``bounds``), or
+    it fails.
     """
     preset = get_preset(name)
     hub_id = preset.hub_id if preset else name
     if preset is None and not looks_like_hub_id(hub_id):
         raise unknown_model(name)
-    ok, why = hub_answers(timeout)
+    ok, why = hub_answers(timeout) if probe else (True, "")
     if not ok:
         raise ModelUnavailable(f"cannot download {hub_id}: {why}. {how_to_get(name)}")
     try:
@@ -287,12 +377,13 @@ def download(name: str, dest: Path | None = None, *, progress: bool = True, time
     if not progress:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        kwargs: dict[str, Any] = {"allow_patterns": _patterns_for(preset)}
+        # the endpoint that answered the probe, also when huggingface_hub was imported with another one
+        kwargs: dict[str, Any] = {"allow_patterns": _patterns_for(preset), "endpoint": hub_endpoint()}
         if dest is not None:
             kwargs["local_dir"] = str(dest)
         else:
             kwargs["cache_dir"] = str(hub_cache_dir())
-        path = Path(snapshot_download(hub_id, **kwargs))
+        path = _bounded(lambda bar: Path(snapshot_download(hub_id, tqdm_class=bar, **kwargs)), hub_id, bounds)
     except ClipseekError:
         raise
     except Exception as e:  # noqa: BLE001 - network, auth, missing repo: all become one clear message
@@ -338,6 +429,7 @@ def resolve_default_model(
     *,
     notify: Callable[[str], None] = _stderr,
     timeout: float = HUB_TIMEOUT,
+    bounds: DownloadBounds = DownloadBounds(),
     download_fn: Callable[[str], Path] | None = None,
 ) -> str:
     """The model spec for a new collection, in this order:
@@ -346,7 +438,7 @@ def resolve_default_model(
     2. a default preset already on this machine (``$CLIPSEEK_HOME/models`` or the Hugging Face cache),
        trying :data:`DEFAULT_ORDER`;
     3. the default preset downloaded (progress bar) when ``HF_HUB_OFFLINE`` is not set and the hub answers
-       within ``timeout`` seconds;
+       within ``timeout`` seconds (the download bounded by ``bounds``);
     4. otherwise ``"offline"`` (the model that needs no download), with one line saying so and how to get
        the better one.
     """
@@ -358,7 +450,7 @@ def resolve_default_model(
     ok, why = hub_answers(timeout)
     if ok:
         try:
-            (download_fn or (lambda n: download(n, timeout=timeout)))(DEFAULT_PRESET)
+            (download_fn or (lambda n: download(n, timeout=timeout, bounds=bounds, probe=False)))(DEFAULT_PRESET)
             return DEFAULT_PRESET
         except ClipseekError as e:
             why = str(e).split(". To get it")[0]
@@ -369,15 +461,23 @@ def resolve_default_model(
 # ------------------------------------------------------------------------------------------ moving
 
 
-def pull(name: str, dest: str | Path | None = None, *, progress: bool = True) -> Path:
-    """Download a preset or hub id into a plain directory (default ``$CLIPSEEK_HOME/models/<name>``)."""
+def pull(name: str, dest: str | Path | None = None, *, progress: bool = True,
+         bounds: DownloadBounds = DownloadBounds()) -> Path:
+    """Download a preset or hub id into a plain directory (default ``$CLIPSEEK_HOME/models/<name>``),
+    bounded by ``bounds``; a failed pull removes the directory when it created it."""
     preset = get_preset(name)
     if preset is None and not looks_like_hub_id(name):
         raise unknown_model(name)
     hub_id = preset.hub_id if preset else name
     target = Path(dest).expanduser() if dest else models_dir() / (preset.name if preset else hub_id.replace("/", "--"))
     target.parent.mkdir(parents=True, exist_ok=True)
-    path = download(name, dest=target, progress=progress)
+    fresh = not target.exists()
+    try:
+        path = download(name, dest=target, progress=progress, bounds=bounds)
+    except BaseException:
+        if fresh:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     shutil.rmtree(path / ".cache", ignore_errors=True)  # huggingface_hub's local_dir bookkeeping
     (path / MARKER).write_text(json.dumps({"hub_id": hub_id, "preset": preset.name if preset else None,
                                            "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
@@ -424,9 +524,93 @@ def _checksum_of(archive: Path) -> str:
     return text[0].lower()
 
 
-def unpack(archive: str | Path, dest: str | Path | None = None, *, verify: bool = True, overwrite: bool = False) -> Path:
+@dataclass(frozen=True)
+class UnpackLimits:
+    """What :func:`unpack` accepts before writing anything; ``None`` turns a limit off.
+
+    ``max_ratio`` bounds the unpacked size of a compressed archive as a multiple of the archive's own size:
+    model weights barely compress (about 1.1x), so a much larger ratio is a compression bomb, not a model.
+    """
+
+    max_bytes: int | None = 64 << 30
+    max_members: int | None = 10_000
+    max_ratio: float | None = 50.0
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _archive_stem(arc: Path) -> str:
+    name = arc.name
+    for ext in (".tar.gz", ".tgz", ".tar", ".gz"):
+        if name.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _plan_members(arc: Path, tar: tarfile.TarFile, limits: UnpackLimits) -> tuple[list[tarfile.TarInfo], str | None, int]:
+    """The members to extract, the model directory's name in the archive (None when the archive holds
+    the directory's contents, as ``tar cf a.tar -C dir .`` makes it) and the bytes they unpack to.
+    Raises ModelUnavailable for an unsafe, malformed or over-limit archive; reads but writes nothing."""
+    members: list[tarfile.TarInfo] = []
+    names: dict[str, tarfile.TarInfo] = {}
+    total = 0
+    for m in tar:  # lazily, so a huge member list is refused without being held in memory
+        if limits.max_members is not None and len(members) >= limits.max_members:
+            raise ModelUnavailable(f"{arc.name} has more than {limits.max_members} members (--max-members); "
+                                   "nothing was written")
+        parts = Path(m.name).parts
+        if m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir()) or m.issparse():
+            raise ModelUnavailable(f"{arc.name}: unsafe or unsupported member {m.name!r}; nothing was written")
+        norm = "/".join(p for p in parts if p != ".")
+        if not norm:  # the archive's own root ("./")
+            continue
+        prior = names.get(norm)
+        if prior is not None and prior.isdir() != m.isdir():
+            raise ModelUnavailable(f"{arc.name}: {norm!r} is both a file and a directory in the archive; nothing was written")
+        names[norm] = m
+        members.append(m)
+        total += m.size
+    for norm, m in names.items():
+        segs = norm.split("/")
+        for i in range(1, len(segs)):
+            above = "/".join(segs[:i])
+            if above in names and not names[above].isdir():
+                raise ModelUnavailable(f"{arc.name}: member {m.name!r} is inside {above!r}, which is a file in the "
+                                       "same archive; nothing was written")
+    if not members:
+        raise ModelUnavailable(f"{arc.name} is empty; nothing was written")
+    if limits.max_bytes is not None and total > limits.max_bytes:
+        raise ModelUnavailable(f"{arc.name} would unpack to {_mib(total)}, more than the limit of {_mib(limits.max_bytes)} "
+                               "(--max-size); nothing was written")
+    packed = max(arc.stat().st_size, 1)
+    if limits.max_ratio and total > packed * limits.max_ratio:
+        raise ModelUnavailable(f"{arc.name} would unpack to {_mib(total)}, {total // packed}x its compressed size "
+                               f"(limit {limits.max_ratio:g}x): model weights barely compress, so this looks like a "
+                               "compression bomb. If you trust it, raise --max-ratio; nothing was written")
+    tops = {n.split("/")[0] for n in names}
+    if len(tops) == 1:
+        top = tops.pop()
+        if names.get(top) is None or names[top].isdir():
+            return members, top, total
+    return members, None, total
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` that does not exist yet (None when ``path`` exists)."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
+def unpack(archive: str | Path, dest: str | Path | None = None, *, verify: bool = True, overwrite: bool = False,
+           limits: UnpackLimits = UnpackLimits()) -> Path:
     """Verify and extract a packed model into ``dest`` (default ``$CLIPSEEK_HOME/models``); return the
-    model directory. A wrong checksum, an unsafe member or an incomplete model writes nothing."""
+    model directory. The archive holds one model directory, or a directory's contents (then the model is
+    named after the archive). A wrong checksum, an unsafe or malformed member, an archive over ``limits``
+    or an incomplete model is a ModelUnavailable, and leaves nothing behind."""
     arc = Path(archive).expanduser()
     if not arc.is_file():
         raise ModelUnavailable(f"archive {arc} does not exist")
@@ -437,28 +621,45 @@ def unpack(archive: str | Path, dest: str | Path | None = None, *, verify: bool 
             raise ModelUnavailable(f"checksum mismatch for {arc.name}: expected {want}, got {got}; the archive is "
                                    "damaged or not the one packed. Nothing was written")
     root = Path(dest).expanduser() if dest else models_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(arc, "r:*") as tar:
-        members = tar.getmembers()
-        tops = set()
-        for m in members:
-            parts = Path(m.name).parts
-            if m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir()):
-                raise ModelUnavailable(f"{arc.name}: unsafe or unsupported member {m.name!r}; nothing was written")
-            tops.add(parts[0])
-        if len(tops) != 1:
-            raise ModelUnavailable(f"{arc.name}: expected one model directory at the top, found {sorted(tops)}")
-        name = tops.pop()
+    try:
+        tar = tarfile.open(arc, "r:*")
+    except (tarfile.TarError, OSError) as e:
+        raise ModelUnavailable(f"{arc.name} is not a readable tar archive ({e})") from None
+    with tar:
+        try:
+            members, top, total = _plan_members(arc, tar, limits)
+        except (tarfile.TarError, EOFError, zlib_error) as e:
+            raise ModelUnavailable(f"{arc.name} is damaged ({e}); nothing was written") from None
+        name = top or _archive_stem(arc)
         final = root / name
         if final.exists() and not overwrite:
             raise ModelUnavailable(f"{final} already exists; remove it or unpack elsewhere (--dir)")
-        with tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as tmpd:
-            kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(tmpd, members=members, **kw)  # noqa: S202 - members checked above
-            check_model_dir(Path(tmpd) / name)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(Path(tmpd) / name, final)
+        created = _first_missing(root)  # removed again when the unpack fails
+        have = shutil.disk_usage(created.parent if created else root).free
+        if total > have:
+            raise ModelUnavailable(f"{arc.name} unpacks to {_mib(total)} but only {_mib(have)} is free under {root}; "
+                                   "nothing was written")
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(dir=root, prefix=".unpack-") as tmpd:
+                into = Path(tmpd) if top else Path(tmpd) / name
+                kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                try:
+                    tar.extractall(into, members=members, **kw)  # noqa: S202 - members checked above
+                except (tarfile.TarError, EOFError, zlib_error, OSError) as e:
+                    raise ModelUnavailable(f"cannot unpack {arc.name}: {e}; nothing was written") from None
+                try:
+                    check_model_dir(Path(tmpd) / name)
+                except ModelUnavailable as e:  # name the archive's directory, not the temporary one
+                    why = str(e).replace(str(Path(tmpd) / name), name)
+                    raise ModelUnavailable(f"{arc.name} does not hold a usable model: {why}; nothing was written") from None
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(Path(tmpd) / name, final)
+        except BaseException:
+            if created:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
     marker = final / MARKER
     if not marker.is_file():
         marker.write_text(json.dumps({"hub_id": None, "unpacked_from": arc.name}, indent=2))
@@ -490,7 +691,7 @@ def list_local() -> list[dict[str, Any]]:
 
 
 __all__ = [
-    "ModelDir", "OFFLINE_MODEL", "check_model_dir", "download", "find_in_hub_cache", "find_local", "fingerprint",
+    "DownloadBounds", "ModelDir", "OFFLINE_MODEL", "check_model_dir", "download", "find_in_hub_cache", "find_local", "fingerprint",
     "hub_answers", "list_local", "locate", "models_dir", "pack", "preset_for_hub_id", "pull", "resolve_default_model",
-    "unpack",
+    "unpack", "UnpackLimits",
 ]

@@ -6,8 +6,9 @@
   :mod:`.presets`): looked up in ``$CLIPSEEK_HOME/models/<name>``, then the Hugging Face cache, then
   downloaded when the hub answers (see :mod:`clipseek.modelfiles`);
 - a hub id (``org/name``) of any CLIP, Chinese-CLIP or SigLIP checkpoint: same lookup;
-- a directory holding ``config.json`` + weights + tokenizer (``save_pretrained`` layout), and/or an
-  ONNX export made by ``clipseek model export``.
+- a directory holding ``config.json`` + weights + tokenizer (``save_pretrained`` layout: the image
+  settings in ``preprocessor_config.json``, or nested in transformers 5's ``processor_config.json``),
+  and/or an ONNX export made by ``clipseek model export``.
 
 Two runtimes, one vector space:
 
