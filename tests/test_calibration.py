@@ -43,12 +43,13 @@ def test_score_at_several_points(cal: Calibration, cosine: float, expected: floa
 
 
 def test_score_saturates_without_overflow() -> None:
-    # exp of (cosine - center) / scale is clipped to +-60: no overflow warning (pytest makes
-    # warnings errors), and the tails are still the logistic values at +-60
+    # z = (cosine - center) / scale is floored at -60: no overflow warning (pytest makes
+    # warnings errors), and the low tail is the logistic value at -60
     assert TEXT.score(-10.0) == pytest.approx(1 / (1 + math.exp(60)), rel=1e-12, abs=0)
     assert TEXT.score(-2.75) == pytest.approx(1 / (1 + math.exp(60)), rel=1e-12, abs=0)  # z = -60 exactly
     assert TEXT.score(-2.70) == pytest.approx(1 / (1 + math.exp(59)), rel=1e-9, abs=0)  # z = -59
     assert TEXT.score(10.0) == 1.0
+    assert TEXT.score(1e6) == 1.0
     assert Calibration(0.0, 1e-6).score(-1.0) == pytest.approx(1 / (1 + math.exp(60)), rel=1e-12, abs=0)
 
 
@@ -57,6 +58,13 @@ def test_score_of_an_array_is_an_array() -> None:
     assert isinstance(got, np.ndarray) and got.shape == (3,)
     np.testing.assert_allclose(got, [0.2689414213699951, 0.5, 0.7310585786300049], rtol=1e-12)
     assert type(TEXT.score(np.float32(0.25))) is float
+    # float32 cosines (what stores return) are scored in float64
+    c32 = np.array([0.3, 0.26], dtype=np.float32)
+    got = TEXT.score(c32)
+    assert got.dtype == np.float64
+    want = [1 / (1 + math.exp(-(float(c) - 0.25) / 0.05)) for c in c32]
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+    assert TEXT.score(np.float32(0.26)) == pytest.approx(want[1], rel=1e-15)
 
 
 @pytest.mark.parametrize(
