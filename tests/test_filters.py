@@ -3,6 +3,7 @@ hand-written metadata with hand-written expected answers (no store, no engine)."
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime, timezone
 
 import pytest
@@ -47,6 +48,8 @@ assert MAY1 == 1714521600.0
         ("title='x\"", Condition("title", "eq", "'x\"")),  # not a matching pair: kept
         ("title='", Condition("title", "eq", "'")),
         ("title=it's", Condition("title", "eq", "it's")),
+        ("title=XabX", Condition("title", "eq", "XabX")),
+        ("title=`ab`", Condition("title", "eq", "`ab`")),  # only ' and " quote
         ("title='a'b'", Condition("title", "eq", "a'b")),  # one pair only
         ("width>='100'", Condition("width", "gte", "100")),
         ("note='>x'", Condition("note", "eq", ">x")),  # quoting is how to match a leading '>'
@@ -162,6 +165,7 @@ def test_parse_lists_mix_forms() -> None:
         ({"": 1}, "filter field names must be non-empty strings, got ''"),
         ({3: 1}, "filter field names must be non-empty strings, got 3"),
         ({"a": {"like": 1}}, "unknown filter operator 'like'; use one of eq, in, gt, gte, lt, lte"),
+        ({"a": {"Xgt": 1}}, "unknown filter operator 'Xgt'; use one of eq, in, gt, gte, lt, lte"),
         ([Condition("a", "ne", 1)], "unknown filter operator 'ne'; use one of eq, in, gt, gte, lt, lte"),
         ([3], "cannot read filter item 3"),
         ([None], "cannot read filter item None"),
@@ -221,6 +225,7 @@ def test_check_fields() -> None:
         ("20240501", MAY1),
         ("2024-05-01T08:00", MAY1 + 8 * 3600),
         ("2024", None),  # too short to be a date
+        ("2024W01", None),  # an ISO week fromisoformat would read, but under 8 characters
         ("2024-05", None),
         ("abcd-05-01", None),
         ("2024-13-01", None),
@@ -246,6 +251,7 @@ def test_parse_time(text: str, expected: float | None) -> None:
         ("3", Atom("3", 3.0, None)),
         (" 3.5 ", Atom(" 3.5 ", 3.5, None)),
         ("2024", Atom("2024", 2024.0, None)),  # a number, so not also a time
+        ("20240501", Atom("20240501", 20240501.0, None)),  # also reads as a date: a number wins
         ("inf", Atom("inf", None, None)),
         ("nan", Atom("nan", None, None)),
         ("cam-07", Atom("cam-07", None, None)),
@@ -263,6 +269,17 @@ def test_parse_time(text: str, expected: float | None) -> None:
 )
 def test_atom(value: object, expected: Atom | None) -> None:
     assert filters.atom(value) == expected
+
+
+def test_naive_times_are_utc_whatever_the_local_zone(monkeypatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        assert filters.parse_time("2024-05-01") == MAY1
+        assert filters.parse_time("2024-05-01T08:00:00") == MAY1 + 8 * 3600
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_atoms_of_lists_skip_unfilterable_elements() -> None:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from clipseek import engine as engine_mod
 from clipseek.encoders.base import Calibration
-from clipseek.errors import BadFilter, BadVector, ClipseekError, RecordNotFound
+from clipseek.errors import BadFilter, BadImage, BadVector, ClipseekError, RecordNotFound
 from clipseek.filters import Condition
 from clipseek.types import Record
 
@@ -73,9 +73,11 @@ def test_vector_query_scores_and_cosines(col) -> None:  # type: ignore[no-untype
 
 
 def test_top_limits_the_hits(col) -> None:  # type: ignore[no-untyped-def]
+    assert len(col.search(vector=E[0]).hits) == 7
+    col.store.upsert([Record(f"z{k:02d}", E[20 + k], {"i": 100 + k}) for k in range(10)])
+    assert len(col.search(vector=E[0]).hits) == 10  # the default top
     assert ids(col.search(vector=E[0], top=1)) == ["a"]
     assert ids(col.search(vector=E[0], top=3)) == ["a", "b", "c"]
-    assert ids(col.search(vector=E[0])) == ["a", "b", "c", "d", "e", "red", "f"]  # default 10
     with pytest.raises(ClipseekError) as e:
         col.search(vector=E[0], top=0)
     assert str(e.value) == "top must be at least 1, got 0"
@@ -129,12 +131,13 @@ def test_like_excludes_the_record_itself(col) -> None:  # type: ignore[no-untype
 
 
 def test_like_accepts_a_path_to_an_indexed_file(col, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    f = tmp_path / "pic.png"
+    f = (tmp_path / "pic.png").resolve()  # folder ids are resolved absolute paths
     f.write_bytes(b"")
-    col.store.upsert([Record(str(f), E[0], {"camera": "c0", "i": 20})])
-    res = col.search(like=str(tmp_path / "." / "pic.png"), top=2)
+    (tmp_path / "sub").mkdir()
+    col.store.upsert([Record(str(f), E[5], {"camera": "c0", "i": 20})])  # e's orthogonal part
+    res = col.search(like=str(tmp_path / "sub" / ".." / "pic.png"), top=2)
     assert res.query == {"kind": "like", "like": str(f)}
-    assert ids(res) == ["a", "b"]  # the file's own record is excluded
+    assert ids(res) == ["e", "red"]  # the file's own record is excluded
     with pytest.raises(RecordNotFound) as e:
         col.search(like=str(tmp_path / "other.png"))
     assert str(e.value) == f"no record {str(tmp_path / 'other.png')!r} in collection 't'"
@@ -187,6 +190,16 @@ def _red_png() -> bytes:
     return buf.getvalue()
 
 
+def test_bad_query_images_are_named_in_the_error(col, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(BadImage) as e:
+        col.search(image=b"not an image")
+    assert str(e.value) == "<uploaded image>: not an image (unrecognised format)"
+    monkeypatch.setattr(engine_mod, "fetch_url", lambda url: b"garbage")
+    with pytest.raises(BadImage) as e:
+        col.search(image="http://127.0.0.1:9/x.jpg")
+    assert str(e.value) == "http://127.0.0.1:9/x.jpg: not an image (unrecognised format)"
+
+
 def test_image_queries_from_bytes_path_and_url(col, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     res = col.search(image=_red_png(), top=1)
     assert ids(res) == ["red"] and res.query == {"kind": "image", "image": "<bytes>"}
@@ -218,12 +231,14 @@ def test_vector_queries_are_checked(col) -> None:  # type: ignore[no-untyped-def
 
 
 def test_timings_and_to_dict(col, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    clock = iter([10.0, 10.25, 10.75, 11.5])  # start, query encoded, store searched, done
+    clock = iter([10.0, 10.0123456, 10.0501234, 10.1234567])  # start, query encoded, store searched, done
 
     monkeypatch.setattr(engine_mod.time, "perf_counter", lambda: next(clock))
     res = col.search(vector=E[0], top=2, where={"camera": "c0"}, threshold=0.2)
     monkeypatch.undo()
-    assert (res.encode_ms, res.search_ms, res.took_ms) == (250.0, 500.0, 1500.0)
+    assert res.encode_ms == pytest.approx(12.3456, abs=1e-9)
+    assert res.search_ms == pytest.approx(37.7778, abs=1e-9)
+    assert res.took_ms == pytest.approx(123.4567, abs=1e-9)
     d = res.to_dict()
     assert d == {
         "collection": "t",
@@ -231,8 +246,8 @@ def test_timings_and_to_dict(col, monkeypatch) -> None:  # type: ignore[no-untyp
         "query": {"kind": "vector"},
         "where": [{"field": "camera", "op": "eq", "value": "c0"}],
         "threshold": 0.2,
-        "took_ms": 1500.0,
-        "timing": {"encode_ms": 250.0, "search_ms": 500.0},
+        "took_ms": 123.457,  # rounded to the microsecond
+        "timing": {"encode_ms": 12.346, "search_ms": 37.778},
         "hits": [
             {"id": "a", "score": round(image_score(1.0), 6), "cosine": 1.0, "metadata": {"camera": "c0", "i": 0}},
             {"id": "c", "score": 0.5, "cosine": 0.95, "metadata": {"camera": "c0", "i": 2}},
