@@ -269,3 +269,21 @@ def test_round_trip_through_a_path_object(col, tmp_path: Path) -> None:  # type:
     with pytest.raises(RecordNotFound) as e:
         col.search(like="~/no-such-clipseek-file.png")
     assert str(e.value) == "no record '~/no-such-clipseek-file.png' in collection 't'"
+
+
+def test_query_vector_gives_vector_description_kind_and_exclusion(col, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    vec, desc, kind, exclude = col.query_vector(vector=[0.0, 3.0] + [0.0] * (DIM - 2))
+    np.testing.assert_array_equal(vec, E[1])
+    assert vec.dtype == np.float32 and (desc, kind, exclude) == ({"kind": "vector"}, "image", None)
+    vec, desc, kind, exclude = col.query_vector(like="b")
+    assert (desc, kind, exclude) == ({"kind": "like", "like": "b"}, "image", "b")
+    np.testing.assert_allclose(vec, col.store.get(["b"])[0].vector)
+    vec, desc, kind, exclude = col.query_vector(image=_red_png())
+    assert (desc, kind, exclude) == ({"kind": "image", "image": "<bytes>"}, "image", None)
+    np.testing.assert_allclose(vec, red_text_vector(), atol=1e-6)
+    vec, desc, kind, exclude = col.query_vector("red")
+    assert (desc, kind, exclude) == ({"kind": "text", "text": "red"}, "text", None)
+    np.testing.assert_allclose(vec, red_text_vector(), atol=1e-6)
+    with pytest.raises(BadVector) as e:
+        col.query_vector(vector=[1.0, 0.0])
+    assert str(e.value) == "wrong vector dimension: got 2, the collection holds 48-d vectors"
