@@ -1,14 +1,18 @@
 """The filter language on its own: every spelling parsed to a literal Condition, and evaluation on
-hand-written metadata with hand-written expected answers (no store, no engine)."""
+hand-written metadata with hand-written expected answers; plus one check that the CLI's ``-w``
+reaches the search with quotes dropped and mistyped operators refused."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import date, datetime, timezone
 
 import pytest
+from click.testing import CliRunner
 
 from clipseek import filters
+from clipseek.cli import cli
 from clipseek.errors import BadFilter
 from clipseek.filters import Atom, Condition
 
@@ -436,3 +440,30 @@ def test_matches_other_value_types() -> None:
 def test_matches_consumes_a_generator_of_conditions() -> None:
     conds = iter(filters.parse(["camera=cam-07", "year=2024"]))
     assert filters.matches(RECORD, conds) is True
+
+
+# ------------------------------------------------------------------------------------ through the CLI
+
+
+def test_cli_where_quotes_and_mistyped_operators(tmp_path, photo_dir) -> None:  # type: ignore[no-untyped-def]
+    def run(*args: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "data"), *args], catch_exceptions=False)
+
+    assert run("index", str(photo_dir), "-c", "p", "--model", "test-colors", "-q").exit_code == 0
+
+    def names(*where: str) -> list[str]:
+        args = [a for w in where for a in ("-w", w)]
+        res = run("search", "red", "-c", "p", "--json", *args)
+        assert res.exit_code == 0, res.output
+        return sorted(h["metadata"]["file_name"] for h in json.loads(res.output)["hits"])
+
+    assert names("folder='sub'") == ["white.gif", "yellow.bmp"]
+    assert names('folder="sub"') == ["white.gif", "yellow.bmp"]
+    assert names("folder=''") == ["blue.webp", "green.png", "red.jpg"]
+    assert names("file_name in 'nope.png', \"green.png\"") == ["green.png"]
+    res = run("search", "red", "-c", "p", "-w", "width=>60")
+    assert res.exit_code == 1
+    assert res.output.strip() == (
+        "Error: cannot parse filter 'width=>60': '=>' is not an operator; write width>=60, "
+        "or quote the value to compare with '>60' as text: width='>60'"
+    )
