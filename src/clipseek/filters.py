@@ -15,8 +15,8 @@ value or a list item is dropped (``folder='d1'`` is ``folder=d1``, ``folder=''``
 quotes are only needed to keep outer spaces or commas. ``=>`` and ``=<`` are refused as typos of
 ``>=`` and ``<=``.
 
-Semantics (every store must give exactly these; ``tests/contract`` checks them against
-:func:`matches`):
+Semantics (every store must give exactly these; ``tests/contract`` checks every store against an
+evaluator of its own written from this list, not against :func:`matches`):
 
 - a record without the field, or with ``None`` there, never matches;
 - a list value matches when *any* element matches (so ``labels=car`` is label membership);
