@@ -89,14 +89,6 @@ def test_threshold_cuts_weak_matches(run, indexed) -> None:  # type: ignore[no-u
     assert [h["id"] for h in strict] == [h["id"] for h in all_hits if h["score"] >= 0.5]
 
 
-def test_grid_is_written(run, indexed, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    out = tmp_path / "g.png"
-    res = run("search", "red", "-c", "p", "--grid", str(out), "-n", "3")
-    assert f"grid written to {out}" in res.output
-    img = Image.open(out)
-    assert img.size[0] > 3 * 200 and img.size[1] > 200
-
-
 def test_errors_are_clear(run, indexed) -> None:  # type: ignore[no-untyped-def]
     res = run("search", "red", "-c", "nope", ok=False)
     assert res.exit_code == 1 and "Error: no collection 'nope'" in res.output

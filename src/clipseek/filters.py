@@ -10,10 +10,13 @@ an operator and a value::
     {"labels": "car"}                                  a list field holds "car"
 
 The CLI spells the same conditions as ``--where camera=cam-07``, ``--where "camera in cam-07,cam-09"``,
-``--where taken_at>=2024-05-01``, ``--where labels=car``.
+``--where taken_at>=2024-05-01``, ``--where labels=car``. One pair of matching quotes around a
+value or a list item is dropped (``folder='d1'`` is ``folder=d1``, ``folder=''`` the empty value):
+quotes are only needed to keep outer spaces or commas. ``=>`` and ``=<`` are refused as typos of
+``>=`` and ``<=``.
 
-Semantics (every store must give exactly these; ``tests/contract`` checks them against
-:func:`matches`):
+Semantics (every store must give exactly these; ``tests/contract`` checks every store against an
+evaluator of its own written from this list, not against :func:`matches`):
 
 - a record without the field, or with ``None`` there, never matches;
 - a list value matches when *any* element matches (so ``labels=car`` is label membership);
@@ -218,10 +221,41 @@ def _parse_mapping(where: Mapping[str, Any]) -> list[Condition]:
 
 _EXPR = re.compile(r"^\s*([^\s=<>!]+)\s*(>=|<=|==|=|>|<|\s+in\s+)\s*(.*?)\s*$", re.IGNORECASE)
 _OPMAP = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt", "=": "eq", "==": "eq"}
+# one item of an 'in' list: a whole quoted item (which may hold commas), else anything up to a comma
+_ITEM = re.compile(r"""\s*(?:'([^']*)'|"([^"]*)"|([^,]*?))\s*(?:,|\Z)""")
+
+
+def _unquote(value: str) -> str:
+    """Drop one pair of matching single or double quotes around a value (they keep spaces)."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    """The items of an 'in' list: unquoted empty items are dropped, a quoted '' is the empty value."""
+    items: list[str] = []
+    pos = 0
+    while True:
+        m = _ITEM.match(value, pos)
+        assert m is not None  # the last alternative matches any text up to a comma or the end
+        quoted = m.group(1) if m.group(1) is not None else m.group(2)
+        if quoted is not None:
+            items.append(quoted)
+        elif m.group(3):
+            items.append(m.group(3))
+        if not m.group(0).endswith(","):
+            return tuple(items)
+        pos = m.end()
 
 
 def parse_expr(expr: str) -> Condition:
-    """Parse one CLI condition: ``field=value``, ``field in a,b``, ``field>=value`` ..."""
+    """Parse one CLI condition: ``field=value``, ``field in a,b``, ``field>=value`` ...
+
+    One pair of matching quotes around the value, or around an item of an ``in`` list, is dropped:
+    quotes are only needed to keep outer spaces or commas, or a leading ``>``/``<`` after ``=``
+    (``folder=''`` means the empty value, as ``folder=`` does).
+    """
     m = _EXPR.match(expr)
     # an empty value is allowed for equality only ("folder=" means the top folder)
     if not m or (not m.group(3) and m.group(2).strip() not in ("=", "==")):
@@ -230,11 +264,19 @@ def parse_expr(expr: str) -> Condition:
         )
     fieldname, op, value = m.group(1), m.group(2).strip().lower(), m.group(3)
     if op == "in":
-        vals = tuple(v.strip() for v in value.split(",") if v.strip())
+        vals = _split_list(value)
         if not vals:
             raise BadFilter(f"'in' needs at least one value: {expr!r}")
         return Condition(fieldname, "in", vals)
-    return Condition(fieldname, _OPMAP[op], value)
+    if op in ("=", "==") and value[:1] in (">", "<"):
+        # 'width=>100' is a mistyped '>=', not equality with the text '>100': refusing it beats
+        # silently matching nothing, and a value that really starts with '>' can be quoted
+        rest = value[1:].lstrip()
+        raise BadFilter(
+            f"cannot parse filter {expr!r}: '={value[0]}' is not an operator; write {fieldname}{value[0]}={rest}, "
+            f"or quote the value to compare with {value!r} as text: {fieldname}='{value}'"
+        )
+    return Condition(fieldname, _OPMAP[op], _unquote(value))
 
 
 def to_json(conditions: Iterable[Condition]) -> list[dict[str, Any]]:

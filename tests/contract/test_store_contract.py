@@ -1,11 +1,15 @@
 """The VectorStore contract, checked for every registered store against an exact numpy reference
-and :func:`clipseek.filters.matches`; plus the local store's own promises (HNSW recall, filtered
+and a plain filter evaluator written here from the semantics in filters.py's docstring (not
+:func:`clipseek.filters.matches`, which is itself under test); plus the local store's own promises (HNSW recall, filtered
 HNSW, crash safety, rebuilding a stale index)."""
 
 from __future__ import annotations
 
 import json
+import math
+import operator
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +17,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +96,62 @@ def clustered(
     return unit(x)
 
 
+def _ref_time(s: str) -> float | None:
+    """UTC seconds of an ISO-8601 date or date-time (naive means UTC), else None."""
+    s = s.strip()
+    if not re.match(r"\d{4}-\d{2}-\d{2}", s):
+        return None
+    try:
+        d = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith("Z") else s)
+    except ValueError:
+        return None
+    return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _ref_forms(v: Any) -> tuple[str | None, float | None, float | None] | None:
+    """(text, number, time) of one scalar, or None when it can never match."""
+    if v is None:
+        return None
+    if v is True or v is False:
+        return ("true" if v else "false", None, None)
+    if isinstance(v, (int, float)):
+        return (None, float(v), None) if math.isfinite(v) else None
+    if isinstance(v, (datetime, date)):
+        v = v.isoformat()
+    if not isinstance(v, str):
+        return None
+    try:
+        num: float | None = float(v)
+    except ValueError:
+        num = None
+    if num is not None and not math.isfinite(num):
+        num = None
+    return (v, num, None if num is not None else _ref_time(v))
+
+
+_REF_CMP = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+
+
+def ref_matches(metadata: dict[str, Any], conds: Any) -> bool:
+    """Every condition holds for some element of the field's value (a scalar is a one-element list)."""
+    for c in conds:
+        value = metadata.get(c.field)
+        have = [f for f in map(_ref_forms, value if isinstance(value, (list, tuple)) else [value]) if f]
+        if c.op in ("eq", "in"):
+            want = [f for f in map(_ref_forms, c.value if c.op == "in" else [c.value]) if f]
+            ok = any((a[0] is not None and a[0] == b[0]) or (a[1] is not None and a[1] == b[1]) for a in have for b in want)
+        else:
+            bound = _ref_forms(c.value)
+            assert bound is not None
+            slot = 1 if bound[1] is not None else 2
+            ok = any(a[slot] is not None and _REF_CMP[c.op](a[slot], bound[slot]) for a in have)
+        if not ok:
+            return False
+    return True
+
+
 class Reference:
-    """The exact answer: a cosine scan over all records, ties by id, filtered by filters.matches."""
+    """The exact answer: a cosine scan over all records, ties by id, filtered by ref_matches."""
 
     def __init__(self, records: list[Record]) -> None:
         self.ids = [r.id for r in records]
@@ -105,7 +163,7 @@ class Reference:
     def mask(self, where) -> np.ndarray:  # type: ignore[no-untyped-def]
         key = repr(where)
         if key not in self._masks:
-            self._masks[key] = np.array([filters.matches(m, where) for m in self.meta], dtype=bool)
+            self._masks[key] = np.array([ref_matches(m, where) for m in self.meta], dtype=bool)
         return self._masks[key]
 
     def search(self, q, limit=10, where=(), min_cosine=None, exclude=()):  # type: ignore[no-untyped-def]
@@ -290,6 +348,11 @@ def test_wrong_dimension_inside_a_batch(make) -> None:  # type: ignore[no-untype
 FILTER_CASES = [
     {"camera": "cam-3"},
     {"camera": {"in": ["cam-1", "cam-2", "nope"]}},
+    {"camera": {"in": ["nope", "cam-5"]}},  # only a later value of the list matches
+    "camera in nope,cam-6",
+    "camera in 'nope', \"cam-2\"",  # CLI quotes are dropped
+    {"year": {"in": ["1999", 2021]}},
+    {"labels": {"in": ["nope", "person"]}},
     {"camera": ["cam-4", "cam-5"]},
     {"year": 2024},  # int 2024 and string "2024" both
     {"year": "2024"},
@@ -378,7 +441,7 @@ def test_filter_semantics(filtered_store, where) -> None:  # type: ignore[no-unt
     assert set(st.ids(conds)) == expected and len(list(st.ids(conds))) == len(expected)
     hits = st.search(np.ones(DIM), limit=len(ref.ids), where=conds)
     assert {h.id for h in hits} == expected
-    assert all(filters.matches(h.metadata, conds) for h in hits)
+    assert all(ref_matches(h.metadata, conds) for h in hits)
     rng = np.random.default_rng(len(expected))
     for _ in range(3):
         q = rng.standard_normal(DIM)
@@ -476,26 +539,37 @@ def test_concurrent_searches(make) -> None:  # type: ignore[no-untyped-def]
 def test_persistence(tmp_path: Path, name: str) -> None:
     cls = STORES[name]
     recs = filter_records(600, seed=9)
-    ref = Reference(recs)
+    recs[5] = Record("f00005", recs[5].vector, {**recs[5].metadata, "_fingerprint": "5:5"})
+    moved = Record("f00002", recs[7].vector, {"camera": "moved", "_fingerprint": "2:2"})
+    # what the store must hold after the writes below: two deleted, one replaced
+    live = [moved if r.id == "f00002" else r for r in recs if r.id not in ("f00000", "f00001")]
+    ref = Reference(live)
     st = cls(tmp_path / "p", DIM)
     st.upsert(recs[:400])
     st.upsert(recs[400:])
     st.delete(["f00000", "f00001"])
-    st.upsert([Record("f00002", recs[2].vector, {"camera": "moved"})])
+    st.upsert([moved])
     qs = np.random.default_rng(10).standard_normal((5, DIM))
+    qs[0] = recs[7].vector  # f00007 and the moved f00002 tie at the top
     conds = filters.parse({"camera": {"in": ["cam-3", "moved"]}})
     before = [[(h.id, h.cosine, h.metadata) for h in st.search(q, 10, where=w)] for q in qs for w in ((), conds)]
-    fields, count, fps = st.fields(), st.count(), st.fingerprints()
     st.close()
     st.close()  # idempotent
     with cls(tmp_path / "p", DIM) as st2:
         after = [[(h.id, h.cosine, h.metadata) for h in st2.search(q, 10, where=w)] for q in qs for w in ((), conds)]
         assert after == before
-        assert st2.fields() == fields and st2.count() == count == 598 and st2.fingerprints() == fps
-        assert st2.get(["f00000"]) == [None]
-        assert st2.get(["f00002"])[0].metadata == {"camera": "moved"}
-        assert st2.get(["f00003"])[0].metadata == recs[3].metadata
-        assert ref  # (reference unchanged)
+        for q in qs:
+            assert_same(st2.search(q, 10), ref.search(q, 10))
+            assert_same(st2.search(q, 10, where=conds), ref.search(q, 10, where=conds))
+        assert [h.id for h in st2.search(recs[7].vector, 2)] == ["f00002", "f00007"]
+        assert st2.count() == 598 and st2.count(conds) == len(ref.matching(conds)) == 61  # 60 cam-3, 1 moved
+        assert sorted(st2.ids()) == [r.id for r in live]
+        assert st2.fields() == ["_fingerprint", "camera", "flag", "labels", "nested", "note", "speed", "taken", "year"]
+        assert st2.fingerprints() == {"f00002": "2:2", "f00005": "5:5"}
+        assert st2.get(["f00000", "f00001"]) == [None, None]
+        got = st2.get([r.id for r in live])
+        assert [g.metadata for g in got] == [r.metadata for r in live]
+        np.testing.assert_allclose(np.stack([g.vector for g in got]), unit(np.stack([r.vector for r in live])), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", PERSISTENT)

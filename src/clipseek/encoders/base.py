@@ -32,7 +32,9 @@ class Calibration:
 
     def score(self, cosine: float | np.ndarray) -> float | np.ndarray:
         z = (np.asarray(cosine, dtype=np.float64) - self.center) / self.scale
-        out = 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+        # exp(-z) overflows for z below about -709; at -60 the score is already 1e-26 from 0.
+        # Large z needs no clip: exp(-z) underflows quietly to 0 and the score to 1.
+        out = 1.0 / (1.0 + np.exp(-np.maximum(z, -60.0)))
         return float(out) if np.ndim(out) == 0 else out
 
     def cosine_at(self, score: float) -> float:
