@@ -269,3 +269,22 @@ def test_random_bytes_in_vectors_are_detected_checked_and_set_aside(tmp_path: Pa
         )
         st.upsert([rs[10], rs[11]])  # re-indexed: nothing left to report
         assert st.check() == {"ok": True, "records": 300, "problems": []}
+
+
+def test_check_sees_a_lagging_index_and_a_writer_clears_it(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    rs = _make_index(path)
+    with LocalStore(path, DIM, read_only=True, exact_below=0) as ro:
+        assert ro.check() == {"ok": True, "records": 300, "problems": []}
+    import sqlite3
+
+    con = sqlite3.connect(path / "store.sqlite")  # as a collection written before ann_state existed
+    con.execute("DELETE FROM meta WHERE key='ann_state'")
+    con.commit()
+    con.close()
+    with LocalStore(path, DIM, read_only=True, exact_below=0) as ro:
+        assert [p["problem"] for p in ro.check()["problems"]] == ["the ANN index is behind the database"]
+    with LocalStore(path, DIM, exact_below=0) as st:
+        assert st.search(rs[1].vector, 1)[0].id == "r00001"
+    with LocalStore(path, DIM, read_only=True, exact_below=0) as ro:
+        assert ro.check()["ok"]

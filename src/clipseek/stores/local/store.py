@@ -3,16 +3,17 @@ package docstring for the layout, the durability rules and how readers see write
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +32,7 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("clipseek")
+T = TypeVar("T")
 
 FORMAT_VERSION = "1"
 DB_FILE = "store.sqlite"
@@ -78,6 +80,28 @@ def _json_default(v: Any) -> Any:
 
 def _dumps(meta: Mapping[str, Any]) -> str:
     return json.dumps(meta, default=_json_default, ensure_ascii=False)
+
+
+def _damaged_db(db_file: Path, e: sqlite3.DatabaseError) -> CollectionDamaged:
+    return CollectionDamaged(
+        f"{db_file}: cannot be read ({e}); the database is damaged: restore it from a backup or re-index "
+        "into a new collection"
+    )
+
+
+def _names_damage(fn: Callable[..., T]) -> Callable[..., T]:
+    """SQLite may meet a damaged page only when a read reaches it: name the file, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(self: LocalStore, *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            raise _damaged_db(self.path / DB_FILE, e) from None
+
+    return wrapper
 
 
 class LocalStore(VectorStore):
@@ -169,9 +193,7 @@ class LocalStore(VectorStore):
                 self._vec = VectorFile(vec_file, self.dim, read_only=False)
             self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.DatabaseError as e:
-            raise CollectionDamaged(
-                f"{db_file}: cannot be read ({e}); run `clipseek check` for a report, or re-index into a new collection"
-            ) from None
+            raise _damaged_db(db_file, e) from None
         except PermissionError as e:
             raise ClipseekError(
                 f"{e.filename or self.path}: permission denied ({'read' if self.read_only else 'write'})"
@@ -369,6 +391,7 @@ class LocalStore(VectorStore):
 
     # ------------------------------------------------------------------------------ writes
 
+    @_names_damage
     def upsert(self, records: Sequence[Record]) -> None:
         self._check_writable()
         if not records:
@@ -438,6 +461,7 @@ class LocalStore(VectorStore):
     def _atoms(self, field: str, slot: int, value: Any) -> list[tuple[Any, ...]]:
         return [(field, slot, j, a.s, a.n, a.t) for j, a in enumerate(self._atom_cache.atoms(value))]
 
+    @_names_damage
     def update_metadata(self, updates: Mapping[str, Mapping[str, Any]]) -> int:
         """Merge ``updates[id]`` into each existing record's metadata in one transaction: the
         record keeps its slot and vector (nothing is written to the vector file or the graph);
@@ -485,6 +509,7 @@ class LocalStore(VectorStore):
                 self._columns.forget(touched)
             return len(old)
 
+    @_names_damage
     def delete(self, ids: Iterable[str]) -> int:
         self._check_writable()
         ids = list(dict.fromkeys(ids))
@@ -549,6 +574,7 @@ class LocalStore(VectorStore):
 
     # ------------------------------------------------------------------------------ reads
 
+    @_names_damage
     def get(self, ids: Sequence[str]) -> list[Record | None]:
         self._check_open()
         self._catch_up()
@@ -564,6 +590,7 @@ class LocalStore(VectorStore):
                 out.append(Record(i, np.array(V[hit[0]], dtype=np.float32), json.loads(hit[1])))
         return out
 
+    @_names_damage
     def count(self, where: Sequence[Condition] = ()) -> int:
         self._check_open()
         self._catch_up()
@@ -571,11 +598,13 @@ class LocalStore(VectorStore):
             return self._n
         return int(self._mask(where).sum())
 
+    @_names_damage
     def fields(self) -> list[str]:
         self._check_open()
         self._catch_up()
         return sorted(self._field_counts)
 
+    @_names_damage
     def ids(self, where: Sequence[Condition] = ()) -> list[str]:
         self._check_open()
         self._catch_up()
@@ -593,6 +622,7 @@ class LocalStore(VectorStore):
             )
         return out
 
+    @_names_damage
     def fingerprints(self) -> dict[str, str]:
         self._check_open()
         rows = self._reader().execute(
@@ -606,6 +636,7 @@ class LocalStore(VectorStore):
 
     # ------------------------------------------------------------------------------ search
 
+    @_names_damage
     def search(
         self,
         vector: np.ndarray,
@@ -750,9 +781,12 @@ class LocalStore(VectorStore):
         return row is not None and row[0] == self._ann_state()
 
     def _save_index(self) -> None:
-        """Save the graph when it changed, and record which database state it covers (caller
-        holds _wlock and _ilock; writers only)."""
-        if self._ann.save():
+        """Save the loaded graph when it changed, and record which database state the file covers
+        (caller holds _wlock and _ilock; writers only)."""
+        if self._ann.index is None:
+            return
+        self._ann.save()  # an index that is not dirty equals the file: both cover the current state
+        if not self._ann_current():
             self._main().execute(
                 "INSERT INTO meta(key, value) VALUES ('ann_state', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 (self._ann_state(),),
@@ -860,6 +894,7 @@ class LocalStore(VectorStore):
     def _has_damaged_table(db: sqlite3.Connection) -> bool:
         return db.execute("SELECT 1 FROM sqlite_master WHERE name='damaged'").fetchone() is not None
 
+    @_names_damage
     def repair(self) -> dict[str, Any]:
         """Rebuild what is derived (the filter atoms and field counts from the records' metadata,
         the ANN index from the vectors) and set aside records whose vectors are damaged: their
