@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from clipseek import filters
-from clipseek.errors import CollectionDamaged
+from clipseek.errors import ClipseekError, CollectionDamaged
 from clipseek.stores.local import LocalStore
 from clipseek.stores.local.ann import HEADER, header_problem
 from clipseek.types import Record
@@ -288,3 +288,18 @@ def test_check_sees_a_lagging_index_and_a_writer_clears_it(tmp_path: Path) -> No
         assert st.search(rs[1].vector, 1)[0].id == "r00001"
     with LocalStore(path, DIM, read_only=True, exact_below=0) as ro:
         assert ro.check()["ok"]
+
+
+def test_unopenable_database_names_the_file(tmp_path: Path) -> None:
+    # root ignores chmod, so make the database impossible to open another way: a folder in its place
+    path = tmp_path / "s"
+    _store(path)
+    db = path / "store.sqlite"
+    db.unlink()
+    (path / "vectors.f32").unlink()
+    db.mkdir()
+    with pytest.raises(
+        ClipseekError,
+        match=r"store\.sqlite: cannot open \(unable to open database file\); check that .* and writable by you",
+    ):
+        LocalStore(path, DIM)

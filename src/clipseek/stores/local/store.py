@@ -192,6 +192,11 @@ class LocalStore(VectorStore):
                 self._check_vector_file(vec_file)
                 self._vec = VectorFile(vec_file, self.dim, read_only=False)
             self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.OperationalError as e:  # cannot open or lock: permissions, a read-only folder
+            raise ClipseekError(
+                f"{db_file}: cannot open ({e}); check that {self.path} and its files are readable"
+                f"{'' if self.read_only else ' and writable'} by you"
+            ) from None
         except sqlite3.DatabaseError as e:
             raise _damaged_db(db_file, e) from None
         except PermissionError as e:
