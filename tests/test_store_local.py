@@ -147,7 +147,7 @@ def test_damaged_header_is_caught_before_hnswlib(tmp_path: Path) -> None:
     assert header_problem(f, DIM) == "truncated"
     data[: HEADER.size] = os.urandom(HEADER.size)
     f.write_bytes(bytes(data))
-    assert header_problem(f, DIM) == "damaged header"
+    assert header_problem(f, DIM) == "damaged (bad header)"
     t0 = time.perf_counter()
     with LocalStore(path, DIM, exact_below=0) as st:  # a writer rebuilds it and saves it on close
         assert st.search(rs[9].vector, 1)[0].id == "r00009"
@@ -174,14 +174,18 @@ def test_writer_saves_a_damaged_or_lagging_index_without_searching(tmp_path: Pat
         assert not st._index_dirty
 
 
-def test_reader_says_when_it_rebuilds_the_index(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_reader_scans_exactly_when_the_index_is_unusable(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "s"
     rs = _make_index(path)
     (path / "hnsw.bin").write_bytes(os.urandom(4000))
     with caplog.at_level(logging.WARNING, logger="clipseek"):
         with LocalStore(path, DIM, read_only=True, exact_below=0) as ro:
             assert ro.search(rs[2].vector, 1)[0].id == "r00002"
-    assert any("damaged header" in r.message and "clipseek repair" in r.message for r in caplog.records)
+            assert ro._index is None  # it answered with the exact scan instead of rebuilding
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path / 'hnsw.bin'}: the saved index is damaged (bad header); searches scan every vector until it is "
+        "rebuilt: run `clipseek repair`"
+    ]
 
 
 # ------------------------------------------------------------------------------ damaged files

@@ -42,8 +42,9 @@ The hnswlib index
     is checked field by field before hnswlib sees the file, so a damaged one costs nothing. A writer
     records which database state the saved file covers (``meta.ann_state``) and, on flush/close,
     re-saves a file that is damaged or lags (collections at or above ``exact_below``). A reader keeps
-    its catch-up in memory and logs a hint to run ``clipseek repair`` when it had to rebuild or add
-    more than ``READER_CATCH_UP_HINT`` vectors.
+    a small catch-up in memory but never rebuilds the whole graph (that would cost every process
+    start seconds to minutes): without a usable file it answers with the exact scan and logs a hint
+    to run ``clipseek repair``, as it does when it has to add more than ``READER_CATCH_UP_HINT``.
 
 Damage
     Unreadable or inconsistent files raise :class:`~clipseek.errors.CollectionDamaged` naming the

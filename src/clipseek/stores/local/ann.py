@@ -49,9 +49,9 @@ def header_problem(file: Path, dim: int) -> str | None:
         and mult > 0
     )
     if not layout_ok:
-        return "damaged header"
+        return "damaged (bad header)"
     if count and not (0 <= maxlevel < 64 and enter < count):
-        return "damaged header"
+        return "damaged (bad header)"
     if size < HEADER.size + count * (per_el + 4):
         return "truncated"
     return None
@@ -127,9 +127,10 @@ class AnnCache:
         index.add_items(vecs, labels, num_threads=self.threads, replace_deleted=True)
         self.dirty = True
 
-    def ensure(self, live_slots: np.ndarray, next_slot: int, V: np.ndarray) -> int:
+    def ensure(self, live_slots: np.ndarray, next_slot: int, V: np.ndarray, *, rebuild: bool = True) -> int:
         """Load (or build) the graph and catch it up with the live slots; returns how many
-        vectors had to be added (all of them when the file was missing or unusable)."""
+        vectors had to be added (all of them when the file was missing or unusable). Without
+        ``rebuild``, an unusable file leaves ``index`` None (and ``problem`` set) and returns 0."""
         if self.index is not None:
             return 0
         index = self._read()
@@ -139,6 +140,8 @@ class AnnCache:
             # loss, after the index was saved): those slots will be handed out again, so the
             # graph cannot be patched -- rebuild it
             index, self.problem = None, "ahead of the database"
+        if index is None and not rebuild:
+            return 0
         if index is not None:
             self.index = index
             self.dirty = False

@@ -149,6 +149,7 @@ class LocalStore(VectorStore):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._atom_cache = AtomCache()
+        self._ann_refused = False  # a reader found no usable saved index: exact scans until data changes
         self._columns = Columns(self._load_column, self._wlock)
         self._ann = AnnCache(
             self.path / HNSW_FILE, self.dim, M=int(M), ef_construction=int(ef_construction), threads=self.threads
@@ -381,6 +382,7 @@ class LocalStore(VectorStore):
             finally:
                 db.execute("COMMIT")
             self._data_version = version
+            self._ann_refused = False  # a writer may have saved a usable index meanwhile
             self._check_vectors_cover_records()
             if self._meta_gen != old_gen:
                 self._columns.forget()  # metadata rewritten in place: reload on use
@@ -714,6 +716,8 @@ class LocalStore(VectorStore):
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Graph search; None when the caller should fall back to the exact scan."""
         if self._ann.index is None:
+            if self._ann_refused:
+                return None
             with self._wlock, self._ilock:
                 self._ensure_index()
         with self._ilock:
@@ -762,15 +766,23 @@ class LocalStore(VectorStore):
         """Load (or build) the index and catch it up with SQLite (caller holds _wlock and _ilock)."""
         if self._ann.index is not None:
             return self._ann.index
-        added = self._ann.ensure(np.nonzero(self._live)[0], self._next, self._vecs().V)
+        # A reader never rebuilds the whole graph (minutes at a million records, on every process
+        # start): without a usable file it answers with the exact scan until a writer saves one.
+        added = self._ann.ensure(np.nonzero(self._live)[0], self._next, self._vecs().V, rebuild=not self.read_only)
         problem = self._ann.problem
-        if self.read_only and (problem not in (None, "missing") or added > READER_CATCH_UP_HINT):
+        if self.read_only and self._ann.index is None:
+            self._ann_refused = True
+            if problem != "missing":
+                log.warning(
+                    "%s: the saved index is %s; searches scan every vector until it is rebuilt: run `clipseek repair`",
+                    self._ann.file,
+                    problem,
+                )
+        elif self.read_only and added > READER_CATCH_UP_HINT:
             log.warning(
-                "%s: %s; this reader %s %d vectors in memory on every start until a writer saves it: "
-                "run `clipseek repair`",
+                "%s: the saved index lags the database by %d vectors, which every reader adds in memory "
+                "until a writer saves it: run `clipseek repair`",
                 self._ann.file,
-                f"the saved index is {problem}" if problem else "the saved index lags the database",
-                "rebuilt the index from" if problem else "added",
                 added,
             )
         return self._ann.index
