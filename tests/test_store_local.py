@@ -51,6 +51,9 @@ def test_long_lived_reader_follows_writes(tmp_path: Path, exact_below: int) -> N
         more = recs(500, seed=1, start=300)
         for k in range(0, 500, 100):  # several commits while the reader stays open
             writer.upsert(more[k : k + 100])
+            if k < 200:  # appends only: the reader reads just the new slots
+                assert reader.count() == 400 + k
+                assert reader.search(more[k + 99].vector, 1)[0].id == f"r{399 + k:05d}"
         moved = Record("r00007", unit(-first[7].vector), {"i": 7, "tag": "moved"})
         writer.upsert([moved])
         writer.delete(["r00008", "r00700"])

@@ -251,18 +251,35 @@ class LocalStore(VectorStore):
                 f"the store at {self.path} holds {stored}-d vectors; it cannot be opened for {self.dim}-d vectors"
             )
 
-    def _load_state(self) -> None:
+    def _load_state(self, known: tuple[np.ndarray, int, int] | None = None) -> None:
+        """Read next_slot, the live slots and the field counts (inside the caller's transaction).
+
+        ``known`` = (live, next_slot, count) a reader already has: when every slot it knew is still
+        there (only appends since), only the new slots are read -- the full read of the slots is
+        0.5 s at a million records, counting them 0.08 s."""
         db = self._main()
         meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('next_slot', 'meta_gen')"))
         self._next = int(meta["next_slot"])
         self._meta_gen = meta.get("meta_gen", "0")
+        self._field_counts: dict[str, int] = dict(db.execute("SELECT field, n FROM field_counts"))
+        if known is not None:
+            old_live, old_next, old_n = known
+            if db.execute("SELECT count(*) FROM records WHERE slot < ?", (old_next,)).fetchone()[0] == old_n:
+                new = np.array(
+                    [r[0] for r in db.execute("SELECT slot FROM records WHERE slot >= ?", (old_next,))], np.int64
+                )
+                live = np.zeros(max(self._next, len(old_live)), dtype=bool)
+                live[: len(old_live)] = old_live
+                live[new] = True
+                self._live, self._n = live, old_n + len(new)
+                self._max_slot = max(self._max_slot, int(new.max())) if len(new) else self._max_slot
+                return
         slots = np.array([r[0] for r in db.execute("SELECT slot FROM records")], dtype=np.int64)
         self._max_slot = int(slots.max()) if len(slots) else -1
         live = np.zeros(max(self._next, 1024), dtype=bool)
         live[slots] = True
         self._live = live
         self._n = len(slots)
-        self._field_counts: dict[str, int] = dict(db.execute("SELECT field, n FROM field_counts"))
 
     def _check_vectors_cover_records(self) -> None:
         vrows = self._vecs().rows
@@ -373,7 +390,7 @@ class LocalStore(VectorStore):
             old_live, old_next, old_gen = self._live, self._next, self._meta_gen
             db.execute("BEGIN")
             try:
-                self._load_state()
+                self._load_state(known=(old_live, old_next, self._n))
                 self._vecs().remap()
                 fresh = {
                     f: db.execute("SELECT slot, s, n, t FROM atoms WHERE field=? AND slot>=?", (f, old_next)).fetchall()
