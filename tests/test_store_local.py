@@ -310,3 +310,21 @@ def test_unopenable_database_names_the_file(tmp_path: Path) -> None:
         match=r"store\.sqlite: cannot open \(unable to open database file\); check that .* and writable by you",
     ):
         LocalStore(path, DIM)
+
+
+def test_truncated_vector_file_is_repaired_into_a_list_of_ids(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _store(path, 300)
+    with open(path / "vectors.f32", "r+b") as fh:
+        fh.truncate(100 * DIM * 4)
+    with pytest.raises(
+        CollectionDamaged, match=r"vectors\.f32 is shorter than the records need .* run `clipseek repair`"
+    ):
+        LocalStore(path, DIM, read_only=True)
+    with LocalStore(path, DIM) as st:
+        rep = st.repair()
+    assert rep["set_aside"] == [f"r{i:05d}" for i in range(100, 300)] and rep["records"] == 100
+    with LocalStore(path, DIM, read_only=True) as ro:
+        report = ro.check()
+        assert report["problems"][0]["ids"] == rep["set_aside"] and ro.count() == 100
+        assert ro.search(recs(300)[50].vector, 1)[0].id == "r00050"

@@ -49,7 +49,8 @@ The hnswlib index
 Damage
     Unreadable or inconsistent files raise :class:`~clipseek.errors.CollectionDamaged` naming the
     file. Stored vectors are unit length, so a row whose norm is off is damaged: search and get
-    refuse to return it. :meth:`LocalStore.check` verifies SQLite, every live vector and the index;
+    refuse to return it; a writer opening a truncated vector file extends it with zero rows, which
+    are damaged rows like any other. :meth:`LocalStore.check` verifies SQLite, every live vector and the index;
     :meth:`LocalStore.repair` rebuilds atoms, field counts and the index, and moves records with
     damaged vectors to the ``damaged`` table (kept until re-indexed, reported by check).
 

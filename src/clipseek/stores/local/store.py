@@ -282,11 +282,25 @@ class LocalStore(VectorStore):
         self._n = len(slots)
 
     def _check_vectors_cover_records(self) -> None:
-        vrows = self._vecs().rows
+        vec = self._vecs()
+        vrows = vec.rows
+        if self._max_slot >= vrows and not self.read_only:
+            # Vectors are durable before their rows commit, so this is damage (a truncated or
+            # replaced file). Extending it with zero rows makes the lost vectors what they are:
+            # damaged rows, which search refuses, check lists and repair sets aside by id.
+            lost = int(self._live[vrows : self._max_slot + 1].sum())
+            log.warning(
+                "%s is shorter than the records need: %d vectors are lost; run `clipseek repair` to set those "
+                "records aside for re-indexing",
+                vec.file,
+                lost,
+            )
+            vec.ensure_rows(self._max_slot + 1)
+            vrows = vec.rows
         if self._max_slot >= vrows:
             raise CollectionDamaged(
-                f"{self.path / VEC_FILE} is shorter than the records need (the file was truncated or replaced); "
-                "run `clipseek check` for the records affected"
+                f"{vec.file} is shorter than the records need (the file was truncated or replaced); "
+                "run `clipseek repair` to set the records whose vectors are lost aside for re-indexing"
             )
         if vrows > len(self._live):
             self._grow_live(vrows)
