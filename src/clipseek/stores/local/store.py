@@ -150,6 +150,14 @@ class LocalStore(VectorStore):
         self._readers: list[sqlite3.Connection] = []
         self._atom_cache = AtomCache()
         self._ann_refused = False  # a reader found no usable saved index: exact scans until data changes
+        # the in-memory state, read from SQLite by _load_state
+        self._next = 0  # the next slot to hand out
+        self._n = 0  # live records
+        self._max_slot = -1
+        self._live = np.zeros(0, dtype=bool)  # by slot: whether the slot holds a live record
+        self._field_counts: dict[str, int] = {}
+        self._meta_gen = "0"  # bumped by writes that change existing slots' atoms
+        self._data_version = 0  # SQLite's data_version when a reader last caught up
         self._columns = Columns(self._load_column, self._wlock)
         self._ann = AnnCache(
             self.path / HNSW_FILE, self.dim, M=int(M), ef_construction=int(ef_construction), threads=self.threads
@@ -261,7 +269,7 @@ class LocalStore(VectorStore):
         meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('next_slot', 'meta_gen')"))
         self._next = int(meta["next_slot"])
         self._meta_gen = meta.get("meta_gen", "0")
-        self._field_counts: dict[str, int] = dict(db.execute("SELECT field, n FROM field_counts"))
+        self._field_counts = dict(db.execute("SELECT field, n FROM field_counts"))
         if known is not None:
             old_live, old_next, old_n = known
             if db.execute("SELECT count(*) FROM records WHERE slot < ?", (old_next,)).fetchone()[0] == old_n:
@@ -882,6 +890,7 @@ class LocalStore(VectorStore):
 
     # ------------------------------------------------------------------------------ check and repair
 
+    @_names_damage
     def check(self) -> dict[str, Any]:
         """Verify the store without changing it: SQLite's integrity, every live vector's norm,
         the saved index, and the records set aside by an earlier repair."""
