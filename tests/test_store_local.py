@@ -285,16 +285,26 @@ def test_check_sees_a_lagging_index_and_a_writer_clears_it(tmp_path: Path) -> No
         assert ro.check() == {"ok": True, "records": 300, "problems": []}
     import sqlite3
 
-    con = sqlite3.connect(path / "store.sqlite")  # as a collection written before ann_state existed
-    con.execute("DELETE FROM meta WHERE key='ann_state'")
-    con.commit()
-    con.close()
+    def set_state(sql: str) -> None:
+        con = sqlite3.connect(path / "store.sqlite")
+        con.execute(sql)
+        con.commit()
+        con.close()
+
+    set_state("UPDATE meta SET value='0:0' WHERE key='ann_state'")  # as if a writer died after 300 upserts
     with LocalStore(path, DIM, read_only=True, exact_below=0) as ro:
         assert [p["problem"] for p in ro.check()["problems"]] == ["the ANN index is behind the database"]
-    with LocalStore(path, DIM, exact_below=0) as st:
-        assert st.search(rs[1].vector, 1)[0].id == "r00001"
+    with LocalStore(path, DIM, exact_below=0) as st:  # a writer's close records the state again
+        assert st.count() == 300
     with LocalStore(path, DIM, read_only=True, exact_below=0) as ro:
         assert ro.check()["ok"]
+    set_state("DELETE FROM meta WHERE key='ann_state'")  # a collection written before ann_state: not flagged
+    with LocalStore(path, DIM, read_only=True, exact_below=0) as ro:
+        assert ro.check()["ok"] and ro.search(rs[1].vector, 1)[0].id == "r00001"
+    with LocalStore(path, DIM, exact_below=0) as st:
+        st.count()
+    with LocalStore(path, DIM) as st:
+        assert st._ann_recorded() == "300:300"
 
 
 def test_unopenable_database_names_the_file(tmp_path: Path) -> None:

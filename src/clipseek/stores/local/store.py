@@ -829,12 +829,17 @@ class LocalStore(VectorStore):
     def _ann_state(self) -> str:
         return f"{self._next}:{self._n}"
 
+    def _ann_recorded(self) -> str | None:
+        """The database state the saved index covers (None: not recorded, as in collections
+        written before it was)."""
+        row = self._main().execute("SELECT value FROM meta WHERE key='ann_state'").fetchone()
+        return None if row is None else str(row[0])
+
     def _ann_current(self) -> bool:
-        """Whether the saved index file is sound and covers exactly what SQLite holds."""
+        """Whether the saved index file is sound and known to cover exactly what SQLite holds."""
         if header_problem(self._ann.file, self.dim) is not None:
             return False
-        row = self._main().execute("SELECT value FROM meta WHERE key='ann_state'").fetchone()
-        return row is not None and row[0] == self._ann_state()
+        return self._ann_recorded() == self._ann_state()
 
     def _save_index(self) -> None:
         """Save the loaded graph when it changed, and record which database state the file covers
@@ -931,7 +936,8 @@ class LocalStore(VectorStore):
             )
         if self._n >= self.exact_below and self._n > 0:
             problem = header_problem(self._ann.file, self.dim)
-            if problem is None and not self._ann_current():
+            recorded = self._ann_recorded()
+            if problem is None and recorded is not None and recorded != self._ann_state():
                 problem = "behind the database"
             if problem is not None:
                 problems.append(
