@@ -171,3 +171,12 @@ def test_store_folder_that_is_a_file(run, indexed, tmp_path) -> None:  # type: i
     assert res.output.strip() == f"Error: {store} should be the store's folder but is a file; move it away"
     with clipseek.Engine(tmp_path / "data") as eng, pytest.raises(CollectionDamaged):
         eng.open("p")
+
+
+def test_collection_of_an_uninstalled_store_can_be_deleted(run, indexed, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "data" / "collections" / "p" / "collection.json"
+    cfg.write_text(cfg.read_text().replace('"store": "local"', '"store": "gone"'))
+    assert "DAMAGED" not in run("info").output.splitlines()[1]  # q is fine
+    assert "gone" in run("info").output.splitlines()[0]
+    assert run("delete", "--all", "-y", "-c", "p").output.strip() == "collection 'p' deleted"
+    assert not cfg.parent.exists()

@@ -6,6 +6,7 @@ holding ``collection.json`` (the encoder it was built with, the store kind) and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -485,9 +486,14 @@ class Engine:
             store_name = self._config(name)["store"]
         except CollectionDamaged:
             store_name = DEFAULT_STORE
-        cls = get_registry().store_class(store_name)
+        guard: contextlib.AbstractContextManager[None]
         try:
-            with cls.exclusive(path / "store" if cls.persistent else None):
+            cls = get_registry().store_class(store_name)
+            guard = cls.exclusive(path / "store" if cls.persistent else None)
+        except ClipseekError:  # its store plugin is gone: nothing can hold it open
+            guard = contextlib.nullcontext()
+        try:
+            with guard:
                 # Remove the config first: a crash half-way then leaves no half-collection that looks valid.
                 (path / "collection.json").unlink()
                 shutil.rmtree(path)
