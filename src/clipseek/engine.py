@@ -6,6 +6,7 @@ holding ``collection.json`` (the encoder it was built with, the store kind) and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from .encoders.base import Calibration, Encoder
 from .errors import (
     BadImage,
     ClipseekError,
+    CollectionDamaged,
     CollectionExists,
     CollectionNotFound,
     EncoderMismatch,
@@ -320,6 +322,15 @@ class Collection:
             "fields": [f for f in self.store.fields() if not f.startswith("_")],
         }
 
+    def check(self) -> dict[str, Any]:
+        """Verify the collection's stored data without changing it (see ``VectorStore.check``)."""
+        return {"name": self.name, **self.store.check()}
+
+    def repair(self) -> dict[str, Any]:
+        """Rebuild the derived data and set aside records whose vectors are damaged, listing
+        their ids to re-index (see ``VectorStore.repair``); needs the collection open for writing."""
+        return {"name": self.name, **self.store.repair()}
+
     def close(self) -> None:
         self.store.close()
 
@@ -427,10 +438,25 @@ class Engine:
             raise CollectionNotFound(f"no collection {name!r} in {self.data_dir} (collections: {known})")
         if cached is not None:
             cached.close()
-        config = json.loads(cfg_path.read_text())
-        col = Collection(self, name, cfg_path.parent, config, read_only=read_only)
+        col = Collection(self, name, cfg_path.parent, self._config(name), read_only=read_only)
         self._open[name] = col
         return col
+
+    def _config(self, name: str) -> dict[str, Any]:
+        """The collection's ``collection.json``; CollectionDamaged naming the file when it cannot be used."""
+        cfg_path = self.collections_dir / name / "collection.json"
+        try:
+            config = json.loads(cfg_path.read_text())
+            EncoderInfo.from_dict(config["encoder"])
+            if not isinstance(config["store"], str):
+                raise TypeError("'store' is not a name")
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            why = e.strerror if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
+            raise CollectionDamaged(
+                f"{cfg_path}: not a valid collection file ({why}); restore it, or delete the collection "
+                f"with `clipseek delete --all -c {name}`"
+            ) from None
+        return config  # type: ignore[no-any-return]
 
     def collection(self, name: str = DEFAULT_COLLECTION, model: str | None = None, store: str | None = None) -> Collection:
         """Open ``name``, or create it with ``model`` and ``store`` when it does not exist.
@@ -448,15 +474,31 @@ class Engine:
         return self.create(name, model=model, store=store)
 
     def drop(self, name: str) -> None:
+        """Delete a collection and its files. Refused while another process has it open for
+        writing (an `index` run): the store's writer lock is held for the whole removal."""
         col = self._open.pop(name, None)
         if col is not None:
             col.close()
         path = self.collections_dir / name
         if not (path / "collection.json").is_file():
             raise CollectionNotFound(f"no collection {name!r}")
-        # Remove the config first: a crash half-way then leaves no half-collection that looks valid.
-        (path / "collection.json").unlink()
-        shutil.rmtree(path)
+        try:  # a damaged collection.json must not stop its deletion: fall back to the default store
+            store_name = self._config(name)["store"]
+        except CollectionDamaged:
+            store_name = DEFAULT_STORE
+        guard: contextlib.AbstractContextManager[None]
+        try:
+            cls = get_registry().store_class(store_name)
+            guard = cls.exclusive(path / "store" if cls.persistent else None)
+        except ClipseekError:  # its store plugin is gone: nothing can hold it open
+            guard = contextlib.nullcontext()
+        try:
+            with guard:
+                # Remove the config first: a crash half-way then leaves no half-collection that looks valid.
+                (path / "collection.json").unlink()
+                shutil.rmtree(path)
+        except ClipseekError as e:
+            raise ClipseekError(f"cannot delete collection {name!r}: {e}") from None
 
     def close(self) -> None:
         for col in self._open.values():

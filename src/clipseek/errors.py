@@ -12,6 +12,7 @@ turn it into a clear message and a non-zero exit / 4xx answer without a tracebac
     ├── BadVector                 a query or stored vector of the wrong shape, dtype or values
     ├── BadImage                  an image that cannot be read (corrupt, empty, too large, not an image)
     ├── RecordNotFound            --like / get of an id that is not in the collection
+    ├── CollectionDamaged         a collection file that is truncated, corrupt or unreadable (see `clipseek check`)
     └── ModelUnavailable          an encoder whose weights or packages are missing
 """
 
@@ -56,3 +57,7 @@ class RecordNotFound(ClipseekError):
 
 class ModelUnavailable(ClipseekError):
     pass
+
+
+class CollectionDamaged(ClipseekError):
+    """A collection's files are damaged or unreadable (the message names the file)."""

@@ -583,6 +583,48 @@ def test_reopen_with_other_dimension_is_refused(tmp_path: Path, name: str) -> No
         assert st.count() == 3
 
 
+# ------------------------------------------------------------------------------------- update_metadata
+
+
+def test_update_metadata_merges_keys_and_keeps_vectors(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    recs = random_records(40)
+    st.upsert(recs)
+    n = st.update_metadata({"r00001": {"camera": "new", "label": "cat"}, "r00002": {"label": "dog"}, "nope": {"x": 1}})
+    assert n == 2  # unknown ids are ignored and not counted
+    got = {r.id: r for r in st.get(["r00001", "r00002", "r00003"])}
+    assert got["r00001"].metadata == {"i": 1, "camera": "new", "label": "cat"}
+    assert got["r00002"].metadata == {"i": 2, "camera": "cam-2", "label": "dog"}
+    assert got["r00003"].metadata == {"i": 3, "camera": "cam-3"}
+    for i in (1, 2):
+        np.testing.assert_allclose(got[f"r{i:05d}"].vector, unit(recs[i].vector), atol=1e-6)
+    assert st.get(["nope"]) == [None] and st.count() == 40
+    # filters and fields see the new values, and no longer the old ones
+    assert st.fields() == ["camera", "i", "label"]
+    assert sorted(st.ids(filters.parse({"label": "cat"}))) == ["r00001"]
+    assert st.count(filters.parse({"camera": "cam-1"})) == 3  # r00011, r00021, r00031
+    assert st.count(filters.parse({"camera": "new"})) == 1
+    hits = st.search(recs[1].vector, 1, where=filters.parse({"label": "cat"}))
+    assert [h.id for h in hits] == ["r00001"] and hits[0].metadata["label"] == "cat"
+    assert hits[0].cosine == pytest.approx(1.0, abs=1e-5)
+    assert st.update_metadata({}) == 0 and st.update_metadata({"nope": {"a": 1}}) == 0
+    assert "a" not in st.fields()
+
+
+def test_update_metadata_is_atomic(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    st.upsert(random_records(5))
+    try:
+        st.update_metadata({"r00000": {"tag": "ok"}, "r00001": {"tag": object()}})
+    except (TypeError, ValueError, ClipseekError):
+        pass  # refused as a whole: nothing changed
+    else:
+        assert st.count(filters.parse({"tag": "ok"})) == 1  # accepted as a whole
+        return
+    assert st.get(["r00000"])[0].metadata == {"i": 0, "camera": "cam-0"}
+    assert "tag" not in st.fields()
+
+
 # ------------------------------------------------------------------------------------- local store
 
 needs_local = pytest.mark.skipif("local" not in STORES, reason="local store not registered")
@@ -715,6 +757,27 @@ def test_local_stale_or_missing_index_is_caught_up(tmp_path: Path) -> None:
 
 
 @needs_local
+def test_local_update_metadata_writes_no_vector(tmp_path: Path) -> None:
+    path = tmp_path / "um"
+    st = _local()(path, DIM, exact_below=0)
+    recs = random_records(200)
+    st.upsert(recs)
+    st.search(recs[0].vector, 3)  # the graph is loaded
+    st.flush()
+    size, before = (path / "vectors.f32").stat().st_size, st.stats()
+    mtime = (path / "vectors.f32").stat().st_mtime_ns
+    assert st.update_metadata({r.id: {"labels": ["x", "y"]} for r in recs[:50]}) == 50
+    after = st.stats()
+    assert after["retired_slots"] == before["retired_slots"] == 0  # same slots: no new slot per record
+    assert (path / "vectors.f32").stat().st_size == size and (path / "vectors.f32").stat().st_mtime_ns == mtime
+    assert not st._index_dirty  # the graph was not touched
+    assert st.count(filters.parse({"labels": "y"})) == 50
+    st.close()
+    with _local()(path, DIM, read_only=True) as ro:  # durable, and readers see it after reopening
+        assert ro.count(filters.parse({"labels": "x"})) == 50 and ro.get(["r00049"])[0].metadata["labels"] == ["x", "y"]
+
+
+@needs_local
 def test_local_refuses_second_open(tmp_path: Path) -> None:
     with _local()(tmp_path / "l", DIM) as st:
         st.upsert(random_records(3))
@@ -823,7 +886,7 @@ def test_local_read_only_alongside_a_writer(tmp_path: Path) -> None:
             with pytest.raises(ClipseekError, match="open read-only"):
                 reader.delete(["r0"])
             writer.upsert([Record("late", unit(np.ones(DIM)), {})])
-            assert reader.count() == 5  # a reader sees the snapshot it opened
+            assert reader.count() == 6  # an open reader catches up with the writer's commits
         finally:
             reader.close()
         with _local()(path, DIM, read_only=True) as again:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..engine import DEFAULT_COLLECTION, Engine, SearchResult
+from ..errors import ClipseekError
 from ._util import fail_clean
 
 
@@ -235,8 +236,10 @@ def _read_vector(spec: str) -> Any:
 def info(obj: _Ctx, name: str | None, as_json: bool) -> None:
     """Show collections: model, store, size on disk, record count and filterable fields."""
     eng = obj.engine
-    names = [name] if name else eng.names()
-    infos = [eng.open(n, read_only=True).info() for n in names]
+    if name:
+        infos = [eng.open(name, read_only=True).info()]
+    else:  # one damaged collection must not hide the others: list it with its error
+        infos = [_info_or_error(eng, n) for n in eng.names()]
     if as_json:
         click.echo(json.dumps(infos if not name else infos[0], ensure_ascii=False, indent=2))
         return
@@ -244,6 +247,9 @@ def info(obj: _Ctx, name: str | None, as_json: bool) -> None:
         click.echo(f"no collections in {eng.data_dir}; create one with `clipseek index PATH -c NAME`")
         return
     for i in infos:
+        if "error" in i:
+            click.echo(f"{i['name']}: DAMAGED: {i['error']} (see `clipseek check -c {i['name']}`)")
+            continue
         m = i["model"]
         click.echo(
             f"{i['name']}: {i['count']} images, model {m['name']} ({m['model_id']}, {m['dim']}-d), "
@@ -251,6 +257,55 @@ def info(obj: _Ctx, name: str | None, as_json: bool) -> None:
         )
         if name:
             click.echo(f"  path: {i['path']}\n  created: {i['created_at']}\n  fields: {', '.join(i['fields'])}")
+
+
+def _info_or_error(eng: Engine, name: str) -> dict[str, Any]:
+    try:
+        return eng.open(name, read_only=True).info()
+    except ClipseekError as e:
+        return {"name": name, "error": str(e)}
+
+
+@cli.command()
+@collection_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def check(obj: _Ctx, collection: str, as_json: bool) -> None:
+    """Verify a collection (database integrity, vector norms, the ANN index); exit 1 when damaged."""
+    try:
+        report = obj.engine.open(collection, read_only=True).check()
+    except ClipseekError as e:  # a collection too damaged to open is a finding, not a failure of check
+        report = {"name": collection, "ok": False, "records": None, "problems": [{"problem": str(e)}]}
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        count = "" if report["records"] is None else f" ({report['records']} records)"
+        click.echo(f"collection {collection!r}{count}: {'OK' if report['ok'] else 'DAMAGED'}")
+        for p in report["problems"]:
+            where = f"{p['file']}: " if p.get("file") else ""
+            click.echo(f"  {where}{p['problem']}" + (f"; fix: {p['fix']}" if p.get("fix") else ""))
+            if p.get("ids"):
+                click.echo("    " + "\n    ".join(p["ids"]))
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@cli.command()
+@collection_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+@fail_clean
+def repair(obj: _Ctx, collection: str, as_json: bool) -> None:
+    """Rebuild a collection's derived data (ANN index, filter columns); list records whose vectors
+    are damaged so they can be re-indexed (they are set aside, never silently dropped)."""
+    report = obj.engine.open(collection).repair()
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"collection {collection!r}: rebuilt {', '.join(report['rebuilt']) or 'nothing'}; {report['records']} records")
+    if report["set_aside"]:
+        click.echo(f"{len(report['set_aside'])} records had damaged vectors and were set aside; re-index them:")
+        click.echo("  " + "\n  ".join(report["set_aside"]))
 
 
 @cli.command()

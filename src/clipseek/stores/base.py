@@ -19,8 +19,9 @@ Contract (checked for every store by ``tests/contract/test_store_contract.py``):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -95,6 +96,22 @@ class VectorStore(ABC):
 
     def close(self) -> None:  # noqa: B027
         """Release files and memory."""
+
+    def check(self) -> dict[str, Any]:
+        """Verify the stored data without changing it: ``{"ok": bool, "records": n, "problems":
+        [{"file", "problem", "fix", "ids"?}]}``. Stores with nothing on disk have nothing to check."""
+        return {"ok": True, "records": self.count(), "problems": []}
+
+    def repair(self) -> dict[str, Any]:
+        """Rebuild derived data; ``{"records": n, "rebuilt": [what], "set_aside": [ids to re-index]}``."""
+        return {"records": self.count(), "rebuilt": [], "set_aside": []}
+
+    @classmethod
+    @contextmanager
+    def exclusive(cls, path: Path | None) -> Iterator[None]:
+        """Hold the store at ``path`` against writers without opening it (to delete it); raises
+        :class:`~clipseek.errors.ClipseekError` when another process has it open for writing."""
+        yield
 
     def stats(self) -> dict[str, Any]:
         return {"store": self.name, "count": self.count(), "dim": self.dim}

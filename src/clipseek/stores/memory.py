@@ -12,25 +12,7 @@ from .. import filters
 from ..filters import Condition
 from ..types import Hit, Record, as_unit_vectors
 from .base import VectorStore
-
-
-def exact_top(
-    scores: np.ndarray, ids: Sequence[str], limit: int, min_cosine: float | None
-) -> list[tuple[str, float]]:
-    """Top ``limit`` (id, score) pairs by score descending, ties by id ascending."""
-    if limit <= 0 or len(scores) == 0:
-        return []
-    if min_cosine is not None:
-        keep = np.nonzero(scores >= min_cosine)[0]
-    else:
-        keep = np.arange(len(scores))
-    if len(keep) > limit * 4 + 64:
-        # partial sort first, keeping every candidate tied with the cut-off score
-        part = keep[np.argpartition(-scores[keep], limit - 1)[:limit]]
-        cut = scores[part].min()
-        keep = keep[scores[keep] >= cut]
-    pairs = sorted(((ids[int(i)], float(scores[i])) for i in keep), key=lambda p: (-p[1], p[0]))
-    return pairs[:limit]
+from .topk import top_candidates
 
 
 class MemoryStore(VectorStore):
@@ -107,8 +89,11 @@ class MemoryStore(VectorStore):
             k = self._pos.get(e)
             if k is not None:
                 rows = rows[rows != k]
-        top = exact_top(scores[rows], [self._ids[k] for k in rows], limit, min_cosine)
-        return [Hit(i, s, dict(self._meta[self._pos[i]]), score=s) for i, s in top]
+        rows, top = top_candidates(rows, scores[rows], limit, min_cosine)
+        pairs = sorted(
+            ((self._ids[k], float(c)) for k, c in zip(rows.tolist(), top.tolist())), key=lambda p: (-p[1], p[0])
+        )
+        return [Hit(i, c, dict(self._meta[self._pos[i]]), score=c) for i, c in pairs[:limit]]
 
     def fields(self) -> list[str]:
         seen: set[str] = set()
