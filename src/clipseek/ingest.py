@@ -24,7 +24,7 @@ from PIL import Image
 
 from .encoders.base import Encoder
 from .errors import BadImage, ClipseekError
-from .images import load_image
+from .images import SOURCE_SIZE, load_image
 from .stores.base import VectorStore
 from .types import ImageRef, Record
 
@@ -166,8 +166,10 @@ def ingest(
         for (ref, img), v, more in zip(batch, vecs, extra):
             meta = dict(ref.metadata)
             meta.update(more)
-            meta.setdefault("width", img.width)
-            meta.setdefault("height", img.height)
+            # The size of the file's picture: the loader may have reduced the image.
+            width, height = img.info.get(SOURCE_SIZE, img.size)
+            meta.setdefault("width", width)
+            meta.setdefault("height", height)
             meta["indexed_at"] = now
             if ref.fingerprint is not None:
                 meta["_fingerprint"] = ref.fingerprint
