@@ -152,10 +152,13 @@ def test_search_by_url(run, indexed) -> None:  # type: ignore[no-untyped-def]
     t.start()
     try:
         base = f"http://127.0.0.1:{srv.server_address[1]}"
-        res = run("search", "--image", f"{base}/green.png", "-c", "p", "--json", "-n", "1")
+        res = run("search", "--image", f"{base}/green.png", "-c", "p", "--json", "-n", "1", "--allow-private-urls")
         assert Path(hits(res)[0]["id"]).name == "green.png"
-        res = run("search", "--image", f"{base}/missing.png", "-c", "p", ok=False)
+        res = run("search", "--image", f"{base}/missing.png", "-c", "p", "--allow-private-urls", ok=False)
         assert "HTTP 404" in res.output
+        res = run("search", "--image", f"{base}/green.png", "-c", "p", ok=False)
+        assert res.exit_code == 1
+        assert f"Error: {base}/green.png: refused: 127.0.0.1 resolves to 127.0.0.1, a local or private address" in res.output
     finally:
         srv.shutdown()
         srv.server_close()

@@ -182,6 +182,8 @@ def test_delete_by_id_and_filter_and_drop(engine, col, photo_dir) -> None:  # ty
 
 def test_url_query_errors(col) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(BadImage, match="cannot download"):
+        col.search(image="http://127.0.0.1:9/nothing.jpg", allow_private_urls=True)
+    with pytest.raises(BadImage, match=r"refused: 127\.0\.0\.1 resolves to 127\.0\.0\.1, a local or private address"):
         col.search(image="http://127.0.0.1:9/nothing.jpg")
 
 

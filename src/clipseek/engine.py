@@ -11,8 +11,6 @@ import os
 import re
 import shutil
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +21,6 @@ import numpy as np
 from . import filters
 from .encoders.base import Calibration, Encoder
 from .errors import (
-    BadImage,
     ClipseekError,
     CollectionExists,
     CollectionNotFound,
@@ -32,6 +29,7 @@ from .errors import (
 )
 from .images import load_image
 from .ingest import IngestReport, ingest
+from .net import fetch_url
 from .paths import default_data_dir
 from .plugins import get_registry
 from .sources import Source, source_for
@@ -42,8 +40,6 @@ FORMAT_VERSION = 1
 DEFAULT_STORE = "local"
 DEFAULT_COLLECTION = "default"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-URL_TIMEOUT = 20.0
-MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -77,24 +73,6 @@ class SearchResult:
 def _public(meta: dict[str, Any]) -> dict[str, Any]:
     """Metadata as users see it: keys starting with '_' are clipseek's bookkeeping."""
     return {k: v for k, v in meta.items() if not k.startswith("_")}
-
-
-def fetch_url(url: str, timeout: float = URL_TIMEOUT, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:
-    """Download a query image; BadImage with the reason when it cannot be had."""
-    if not url.startswith(("http://", "https://")):
-        raise BadImage(f"{url}: only http:// and https:// URLs are supported")
-    try:
-        req = urllib.request.Request(url, headers={"User-Agent": "clipseek"})
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - scheme checked above
-            data = r.read(max_bytes + 1)
-    except urllib.error.HTTPError as e:
-        raise BadImage(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise BadImage(f"{url}: cannot download ({reason})") from None
-    if len(data) > max_bytes:
-        raise BadImage(f"{url}: larger than {max_bytes:,} bytes")
-    return data
 
 
 class Collection:
@@ -235,8 +213,12 @@ class Collection:
         image: str | Path | bytes | None = None,
         like: str | None = None,
         vector: Any = None,
+        allow_private_urls: bool | None = None,
     ) -> tuple[np.ndarray, dict[str, Any], str, str | None]:
-        """Turn one query into (unit vector, description, calibration kind, id to exclude)."""
+        """Turn one query into (unit vector, description, calibration kind, id to exclude).
+
+        An image URL whose host is a local or private address is refused unless
+        ``allow_private_urls`` (default: env ``CLIPSEEK_ALLOW_PRIVATE_URLS``)."""
         given = [x is not None for x in (text, image, like, vector)]
         if sum(given) != 1:
             raise ClipseekError("give exactly one query: a text, an image, an existing id (like) or a vector")
@@ -248,7 +230,7 @@ class Collection:
             if isinstance(image, bytes):
                 img, desc = load_image(image, name="<uploaded image>"), "<bytes>"
             elif isinstance(image, str) and image.startswith(("http://", "https://")):
-                img, desc = load_image(fetch_url(image), name=image), image
+                img, desc = load_image(fetch_url(image, allow_private=allow_private_urls), name=image), image
             else:
                 img, desc = load_image(image), str(image)
             return self.encoder.embed_image(img), {"kind": "image", "image": desc}, "image", None
@@ -269,11 +251,13 @@ class Collection:
         where: Any = None,
         threshold: float | None = None,
         min_cosine: float | None = None,
+        allow_private_urls: bool | None = None,
     ) -> SearchResult:
         """Search by text, image (path, URL or bytes), an existing record id, or a raw vector.
 
         ``threshold`` is the calibrated score in [0, 1] (0.5: probably a real match);
         ``min_cosine`` a raw cosine floor. Results carry both scores and all metadata.
+        ``allow_private_urls`` lets an image URL reach local or private addresses.
         """
         if top < 1:
             raise ClipseekError(f"top must be at least 1, got {top}")
@@ -283,7 +267,9 @@ class Collection:
         conds = filters.parse(where)
         if conds:  # the store checks too; checking here first spares encoding a query that must fail
             filters.check_fields(conds, self.store.fields())
-        vec, desc, kind, exclude = self.query_vector(text, image=image, like=like, vector=vector)
+        vec, desc, kind, exclude = self.query_vector(
+            text, image=image, like=like, vector=vector, allow_private_urls=allow_private_urls
+        )
         t1 = time.perf_counter()
         cal = self.calibration(kind)
         floor = min_cosine

@@ -177,6 +177,12 @@ def _print_result(res: SearchResult) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON (ids, scores, metadata).")
 @click.option("--grid", type=click.Path(dir_okay=False), help="Also write the results as a picture grid (PNG).")
+@click.option(
+    "--allow-private-urls",
+    is_flag=True,
+    default=None,
+    help="Let an --image URL reach loopback, link-local or private addresses [env CLIPSEEK_ALLOW_PRIVATE_URLS=1].",
+)
 @click.pass_obj
 @fail_clean
 def search(
@@ -192,12 +198,21 @@ def search(
     where: tuple[str, ...],
     as_json: bool,
     grid: str | None,
+    allow_private_urls: bool | None,
 ) -> None:
     """Find the images most similar to a TEXT, an --image, a record (--like) or a --vector."""
     vec = _read_vector(vector) if vector is not None else None
     col = obj.engine.open(collection, read_only=True)
     res = col.search(
-        text, image=image, like=like, vector=vec, top=top, where=list(where), threshold=threshold, min_cosine=min_cosine
+        text,
+        image=image,
+        like=like,
+        vector=vec,
+        top=top,
+        where=list(where),
+        threshold=threshold,
+        min_cosine=min_cosine,
+        allow_private_urls=allow_private_urls or None,
     )
     if as_json:
         click.echo(res.to_json())
