@@ -136,22 +136,17 @@ class Collection:
         report.failed.extend(getattr(src, "problems", []))
         encoder = self.encoder
         annotate = self._labeller(labels, label_top, label_min_prob) if labels else None
-        known = self.store.fingerprints()
-        ingest(
+        return ingest(
             refs,
             encoder,
             self.store,
             batch_size=batch_size,
             workers=workers or (os.cpu_count() or 2),
-            known=known,
+            known=self.store.fingerprints(),
             on_progress=on_progress,
             report=report,
             annotate=annotate,
         )
-        if annotate is not None:
-            unchanged = [r.id for r in refs if r.fingerprint is not None and known.get(r.id) == r.fingerprint]
-            self._relabel(unchanged, annotate)
-        return report
 
     def _labeller(
         self, labels: str | Sequence[str], top: int, min_prob: float
@@ -167,17 +162,6 @@ class Collection:
             return zeroshot.label_metadata(self.encoder, vectors, labels, k=top, min_prob=min_prob, classifier=classifier)
 
         return annotate
-
-    def _relabel(self, ids: list[str], annotate: Callable[[np.ndarray], list[dict[str, Any]]], chunk: int = 512) -> None:
-        from .types import Record
-
-        for i in range(0, len(ids), chunk):
-            recs = [r for r in self.store.get(ids[i : i + chunk]) if r is not None]
-            if not recs:
-                continue
-            extra = annotate(np.stack([r.vector for r in recs]))
-            self.store.upsert([Record(r.id, r.vector, {**r.metadata, **e}) for r, e in zip(recs, extra)])
-        self.store.flush()
 
     def delete(self, ids: Iterable[str] = (), where: Any = None) -> int:
         ids = list(ids)

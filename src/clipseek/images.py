@@ -128,6 +128,8 @@ def _decode(fp: IO[bytes], label: str, max_pixels: int, fit: int | None, budget:
         small = _reduce(img, fit) if fit else img
         upright: Image.Image = ImageOps.exif_transpose(small) or small
         rgb = to_rgb(upright)
+        if rgb is not img:
+            img.close()  # free the full-size pixels now, before another decode may take the budget
     finally:
         if budget is not None:
             budget.release(decoded)
