@@ -180,3 +180,22 @@ def test_search_and_info_work_while_another_engine_indexes(run, indexed, tmp_pat
         assert json.loads(run("info", "p", "--json").output)["count"] == 5
         res = run("index", str(indexed), "-c", "p", "-q", ok=False)
         assert res.exit_code == 1 and "is already open" in res.output
+
+
+def test_image_grid_decodes_the_query_image_once(run, indexed, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import clipseek.engine
+    import clipseek.images
+
+    opened: list[str] = []
+    real = clipseek.images.load_image
+
+    def counting(source, **kw):  # type: ignore[no-untyped-def]
+        opened.append(str(source))
+        return real(source, **kw)
+
+    monkeypatch.setattr(clipseek.images, "load_image", counting)
+    monkeypatch.setattr(clipseek.engine, "load_image", counting)
+    q = str(indexed / "blue.webp")
+    res = run("search", "--image", q, "-c", "p", "--grid", str(tmp_path / "g.png"), "-n", "2")
+    assert f"grid written to {tmp_path / 'g.png'}" in res.output
+    assert opened.count(q) == 1

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from . import filters
 from .encoders.base import Calibration, Encoder
@@ -53,6 +54,7 @@ class SearchResult:
     threshold: float | None = None
     encode_ms: float = 0.0  # turning the query into a vector (includes loading the model on first use)
     search_ms: float = 0.0  # the store's search, filters included
+    query_image: Image.Image | None = None  # the decoded query image (for a picture grid), if any
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,22 @@ class SearchResult:
 def _public(meta: dict[str, Any]) -> dict[str, Any]:
     """Metadata as users see it: keys starting with '_' are clipseek's bookkeeping."""
     return {k: v for k, v in meta.items() if not k.startswith("_")}
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query turned into a vector: what :meth:`Collection.query_vector` returns.
+
+    ``kind`` picks the calibration ("text" or "image"); ``exclude`` is the record a ``like`` query
+    started from (never its own result); ``image`` is the decoded query image, when there is one
+    (the CLI draws it in the grid without decoding it again).
+    """
+
+    vector: np.ndarray
+    description: dict[str, Any]
+    kind: str
+    exclude: str | None = None
+    image: Image.Image | None = None
 
 
 class Collection:
@@ -105,7 +123,13 @@ class Collection:
         return self._encoder
 
     def calibration(self, kind: str) -> Calibration:
-        cal = self.encoder.calibration
+        """The score calibration for a query kind: from collection.json, so ``like`` and vector
+        queries need no model; collections made before it was recorded ask the encoder."""
+        stored = self.config.get("calibration")
+        if stored:
+            cal = {k: Calibration(float(v["center"]), float(v["scale"])) for k, v in stored.items()}
+        else:
+            cal = self.encoder.calibration
         return cal.get(kind) or cal["image"]
 
     # -------------------------------------------------------------------------------- writing
@@ -198,8 +222,8 @@ class Collection:
         like: str | None = None,
         vector: Any = None,
         allow_private_urls: bool | None = None,
-    ) -> tuple[np.ndarray, dict[str, Any], str, str | None]:
-        """Turn one query into (unit vector, description, calibration kind, id to exclude).
+    ) -> Query:
+        """Turn one query into a :class:`Query`. Only text and image queries load the model.
 
         An image URL whose host is a local or private address is refused unless
         ``allow_private_urls`` (default: env ``CLIPSEEK_ALLOW_PRIVATE_URLS``)."""
@@ -209,20 +233,22 @@ class Collection:
         if text is not None:
             if not text.strip():
                 raise ClipseekError("empty text query")
-            return self.encoder.embed_text(text), {"kind": "text", "text": text}, "text", None
+            return Query(self.encoder.embed_text(text), {"kind": "text", "text": text}, "text")
         if image is not None:
+            fit = self.encoder.image_side
             if isinstance(image, bytes):
-                img, desc = load_image(image, name="<uploaded image>"), "<bytes>"
+                img, desc = load_image(image, name="<uploaded image>", fit=fit), "<bytes>"
             elif isinstance(image, str) and image.startswith(("http://", "https://")):
-                img, desc = load_image(fetch_url(image, allow_private=allow_private_urls), name=image), image
+                data = fetch_url(image, allow_private=allow_private_urls)
+                img, desc = load_image(data, name=image, fit=fit), image
             else:
-                img, desc = load_image(image), str(image)
-            return self.encoder.embed_image(img), {"kind": "image", "image": desc}, "image", None
+                img, desc = load_image(image, fit=fit), str(image)
+            return Query(self.encoder.embed_image(img), {"kind": "image", "image": desc}, "image", image=img)
         if like is not None:
             rec = self._resolve(like)
-            return np.asarray(rec.vector), {"kind": "like", "like": rec.id}, "image", rec.id
+            return Query(np.asarray(rec.vector), {"kind": "like", "like": rec.id}, "image", exclude=rec.id)
         vec = as_unit_vectors(vector, self.encoder_info.dim)[0]
-        return vec, {"kind": "vector"}, "image", None
+        return Query(vec, {"kind": "vector"}, "image")
 
     def search(
         self,
@@ -251,23 +277,23 @@ class Collection:
         conds = filters.parse(where)
         if conds:  # the store checks too; checking here first spares encoding a query that must fail
             filters.check_fields(conds, self.store.fields())
-        vec, desc, kind, exclude = self.query_vector(
-            text, image=image, like=like, vector=vector, allow_private_urls=allow_private_urls
-        )
+        query = self.query_vector(text, image=image, like=like, vector=vector, allow_private_urls=allow_private_urls)
         t1 = time.perf_counter()
-        cal = self.calibration(kind)
+        cal = self.calibration(query.kind)
         floor = min_cosine
         if threshold is not None:
             t_cos = cal.cosine_at(threshold)
             floor = t_cos if floor is None else max(floor, t_cos)
-        hits = self.store.search(vec, limit=top, where=conds, min_cosine=floor, exclude=[exclude] if exclude else [])
+        hits = self.store.search(
+            query.vector, limit=top, where=conds, min_cosine=floor, exclude=[query.exclude] if query.exclude else []
+        )
         t2 = time.perf_counter()
         for h in hits:
             h.score = float(cal.score(h.cosine))
             h.metadata = _public(h.metadata)
         return SearchResult(
             collection=self.name,
-            query=desc,
+            query=query.description,
             hits=hits,
             took_ms=(time.perf_counter() - t0) * 1000,
             model=self.encoder_info.name,
@@ -275,6 +301,7 @@ class Collection:
             threshold=threshold,
             encode_ms=(t1 - t0) * 1000,
             search_ms=(t2 - t1) * 1000,
+            query_image=query.image,
         )
 
     def info(self) -> dict[str, Any]:
@@ -374,6 +401,8 @@ class Engine:
             "format": FORMAT_VERSION,
             "name": name,
             "encoder": enc.info.to_dict(),
+            # The encoder's score calibration, so queries from stored vectors need no model.
+            "calibration": {k: {"center": c.center, "scale": c.scale} for k, c in enc.calibration.items()},
             "store": store_name,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -442,4 +471,4 @@ class Engine:
         self.close()
 
 
-__all__ = ["Collection", "Engine", "SearchResult", "default_data_dir"]
+__all__ = ["Collection", "Engine", "Query", "SearchResult", "default_data_dir"]

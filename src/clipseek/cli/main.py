@@ -220,11 +220,9 @@ def search(
         _print_result(res)
     if grid:
         from ..grid import render_grid
-        from ..images import load_image
 
-        qimg = load_image(image) if image and not image.startswith(("http://", "https://")) else None
         title = text or (f"like {like}" if like else f"image {image}" if image else "vector query")
-        out = render_grid(res.hits, grid, title=title, query_image=qimg)
+        out = render_grid(res.hits, grid, title=title, query_image=res.query_image)
         click.echo(f"grid written to {out}", err=as_json)
 
 
