@@ -311,3 +311,19 @@ def test_like_and_vector_queries_need_no_model(tmp_path, photo_dir, monkeypatch)
     with clipseek.Engine(tmp_path / "d") as eng:
         old = eng.open("nomodel", read_only=True).search(vector=v, top=1)
     assert names(old) == ["yellow.bmp"] and old.hits[0].score == pytest.approx(by_vec.hits[0].score)
+
+
+def test_bookkeeping_fields_are_hidden_from_filters(col) -> None:  # type: ignore[no-untyped-def]
+    assert "_fingerprint" not in col.info()["fields"]
+    for call in (lambda: col.search("red", where=["_fingerprint=1"]), lambda: col.count(where={"_fingerprint": "x"}),
+                 lambda: col.delete(where=["_fingerprint=1"])):
+        with pytest.raises(BadFilter, match=r"^unknown filter field '_fingerprint'; this collection's fields: file_name, "):
+            call()
+    assert col.count() == 5
+
+
+def test_delete_accepts_the_relative_path_that_like_accepts(col, photo_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(photo_dir)
+    assert names(col.search(like="sub/yellow.bmp", top=1)) != ["yellow.bmp"]  # like finds it (and excludes it)
+    assert col.delete(["sub/yellow.bmp", "red.jpg", "missing.png"]) == 2
+    assert sorted(Path(i).name for i in col.store.ids()) == ["blue.webp", "green.png", "white.gif"]

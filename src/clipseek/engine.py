@@ -35,7 +35,7 @@ from .paths import default_data_dir
 from .plugins import get_registry
 from .sources import Source, source_for
 from .stores.base import VectorStore
-from .types import EncoderInfo, Hit, ImageRef, as_unit_vectors
+from .types import EncoderInfo, Hit, ImageRef, Record, as_unit_vectors
 
 FORMAT_VERSION = 1
 DEFAULT_STORE = "local"
@@ -188,28 +188,46 @@ class Collection:
         return annotate
 
     def delete(self, ids: Iterable[str] = (), where: Any = None) -> int:
-        ids = list(ids)
-        conds = filters.parse(where)
+        """Delete records by id (or by file path, as ``like`` accepts) and those matching ``where``."""
+        targets = [self._stored_id(i) for i in ids]
+        conds = self._conditions(where)
         if conds:
-            ids.extend(self.store.ids(conds))  # the store raises BadFilter for an unknown field
-        return self.store.delete(ids)
+            targets.extend(self.store.ids(conds))
+        return self.store.delete(targets)
 
     # -------------------------------------------------------------------------------- reading
 
     def count(self, where: Any = None) -> int:
-        return self.store.count(filters.parse(where))
+        return self.store.count(self._conditions(where))
+
+    def fields(self) -> list[str]:
+        """The metadata fields users see and filter on ('_' fields are clipseek's bookkeeping)."""
+        return [f for f in self.store.fields() if not f.startswith("_")]
+
+    def _conditions(self, where: Any) -> list[filters.Condition]:
+        """Parse and check a filter once, before any work: a field no record shows users (or a
+        bookkeeping '_' field) is an unknown-field BadFilter."""
+        conds = filters.parse(where)
+        if conds:
+            filters.check_fields(conds, self.fields())
+        return conds
 
     def get(self, id: str) -> dict[str, Any]:
         rec = self._resolve(id)
         return {"id": rec.id, "metadata": _public(rec.metadata)}
 
-    def _resolve(self, id: str):  # type: ignore[no-untyped-def]
-        rec = self.store.get([id])[0]
-        if rec is None:
-            # --like accepts a file path too: folder ids are absolute paths
-            p = Path(id).expanduser()
-            if p.exists():
-                rec = self.store.get([str(p.resolve())])[0]
+    def _stored_id(self, id: str) -> str:
+        """``id`` itself, or for a path to an indexed file (relative, ~), the id it is stored under:
+        folder ids are absolute resolved paths."""
+        if self.store.get([id])[0] is not None:
+            return id
+        p = Path(id).expanduser()
+        if p.exists():
+            return str(p.resolve())
+        return id
+
+    def _resolve(self, id: str) -> Record:
+        rec = self.store.get([self._stored_id(id)])[0]
         if rec is None:
             raise RecordNotFound(f"no record {id!r} in collection {self.name!r}")
         return rec
@@ -274,9 +292,7 @@ class Collection:
         if threshold is not None and not 0 <= threshold <= 1:
             raise ClipseekError(f"threshold is a calibrated score between 0 and 1, got {threshold}")
         t0 = time.perf_counter()
-        conds = filters.parse(where)
-        if conds:  # the store checks too; checking here first spares encoding a query that must fail
-            filters.check_fields(conds, self.store.fields())
+        conds = self._conditions(where)  # before encoding: a bad filter fails without loading a model
         query = self.query_vector(text, image=image, like=like, vector=vector, allow_private_urls=allow_private_urls)
         t1 = time.perf_counter()
         cal = self.calibration(query.kind)
@@ -314,7 +330,7 @@ class Collection:
             "count": st.get("count"),
             "disk_bytes": _du(self.path),
             "created_at": self.config.get("created_at"),
-            "fields": [f for f in self.store.fields() if not f.startswith("_")],
+            "fields": self.fields(),
         }
 
     def close(self) -> None:
