@@ -199,3 +199,27 @@ def test_image_grid_decodes_the_query_image_once(run, indexed, tmp_path, monkeyp
     res = run("search", "--image", q, "-c", "p", "--grid", str(tmp_path / "g.png"), "-n", "2")
     assert f"grid written to {tmp_path / 'g.png'}" in res.output
     assert opened.count(q) == 1
+
+
+def test_control_characters_in_ids_are_escaped_in_the_table(run, tmp_path, make_image) -> None:  # type: ignore[no-untyped-def]
+    d = tmp_path / "odd"
+    make_image(d / "two\nlines.png", (220, 30, 30))
+    make_image(d / "tab\there.png", (30, 200, 40))
+    make_image(d / "红色.png", (220, 30, 30))
+    run("index", str(d), "-c", "odd", "--model", "test-colors", "-q")
+    out = run("search", "red", "-c", "odd").output.splitlines()
+    assert len(out) == 2 + 3  # summary, header, one line per hit
+    rows = {line.split("  ")[-1] for line in out[2:]}
+    assert rows == {f"{d}/two\\nlines.png", f"{d}/tab\\there.png", f"{d}/红色.png"}
+    raw = json.loads(run("search", "red", "-c", "odd", "--json").output)["hits"]
+    assert {h["id"] for h in raw} == {f"{d}/two\nlines.png", f"{d}/tab\there.png", f"{d}/红色.png"}
+
+
+def test_query_input_errors(run, indexed) -> None:  # type: ignore[no-untyped-def]
+    res = run("search", "--image", "", "-c", "p", ok=False)
+    assert res.exit_code == 1 and "Error: empty image path: give the path of an image file" in res.output
+    two = json.dumps([[1.0] * 48, [0.5] * 48])
+    res = run("search", "--vector", two, "-c", "p", ok=False)
+    assert res.exit_code == 1 and "Error: give one query vector, got 2 rows (shape (2, 48))" in res.output
+    rel = run("delete", "-w", "_fingerprint=1", "-c", "p", ok=False)
+    assert rel.exit_code == 1 and "Error: unknown filter field '_fingerprint'" in rel.output

@@ -327,3 +327,10 @@ def test_delete_accepts_the_relative_path_that_like_accepts(col, photo_dir, monk
     assert names(col.search(like="sub/yellow.bmp", top=1)) != ["yellow.bmp"]  # like finds it (and excludes it)
     assert col.delete(["sub/yellow.bmp", "red.jpg", "missing.png"]) == 2
     assert sorted(Path(i).name for i in col.store.ids()) == ["blue.webp", "green.png", "white.gif"]
+
+
+def test_a_query_vector_must_be_one_row(col) -> None:  # type: ignore[no-untyped-def]
+    v = col.encoder.embed_texts(["yellow", "red"])
+    with pytest.raises(BadVector, match=r"^give one query vector, got 2 rows \(shape \(2, 48\)\)$"):
+        col.search(vector=v)
+    assert names(col.search(vector=v[:1], top=1)) == ["yellow.bmp"]  # a (1, dim) array is one vector

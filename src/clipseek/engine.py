@@ -22,6 +22,7 @@ from PIL import Image
 from . import filters
 from .encoders.base import Calibration, Encoder
 from .errors import (
+    BadVector,
     ClipseekError,
     CollectionExists,
     CollectionNotFound,
@@ -265,8 +266,10 @@ class Collection:
         if like is not None:
             rec = self._resolve(like)
             return Query(np.asarray(rec.vector), {"kind": "like", "like": rec.id}, "image", exclude=rec.id)
-        vec = as_unit_vectors(vector, self.encoder_info.dim)[0]
-        return Query(vec, {"kind": "vector"}, "image")
+        vecs = as_unit_vectors(vector, self.encoder_info.dim)
+        if len(vecs) != 1:
+            raise BadVector(f"give one query vector, got {len(vecs)} rows (shape {np.shape(vector)})")
+        return Query(vecs[0], {"kind": "vector"}, "image")
 
     def search(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,15 @@ def _print_result(res: SearchResult) -> None:
         return
     click.echo(f"{'rank':>4}  {'score':>5}  {'cosine':>6}  id")
     for i, h in enumerate(res.hits, 1):
-        click.echo(f"{i:>4}  {h.score:5.2f}  {h.cosine:6.3f}  {h.id}")
+        click.echo(f"{i:>4}  {h.score:5.2f}  {h.cosine:6.3f}  {_escape(h.id)}")
+
+
+def _escape(text: str) -> str:
+    """One table row per hit: control characters in an id (a newline in a file name) are shown
+    escaped (backslash-n), other characters, Chinese included, as they are."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch).startswith("C") else ch for ch in text
+    )
 
 
 @cli.command()
