@@ -223,3 +223,79 @@ def test_query_input_errors(run, indexed) -> None:  # type: ignore[no-untyped-de
     assert res.exit_code == 1 and "Error: give one query vector, got 2 rows (shape (2, 48))" in res.output
     rel = run("delete", "-w", "_fingerprint=1", "-c", "p", ok=False)
     assert rel.exit_code == 1 and "Error: unknown filter field '_fingerprint'" in rel.output
+
+
+_SLOW_INDEX = """
+import sys, time
+import numpy as np
+import clipseek
+from clipseek.encoders.base import Encoder
+from clipseek.plugins import get_registry
+
+LOG, DELAY = sys.argv[1], float(sys.argv[2])
+
+class Slow(Encoder):
+    name, model_id, dim, batch_size = "slow-test", "tests/slow", 3, 2
+    def _embed_images(self, images):
+        time.sleep(DELAY)
+        vecs = np.stack([np.asarray(im, dtype=np.float32).mean(axis=(0, 1)) + 1 for im in images])
+        with open(LOG, "a") as log:
+            log.write(f"{len(images)}\\n")
+        return vecs
+    def _embed_texts(self, texts):
+        return np.ones((len(texts), 3), dtype=np.float32)
+
+class Plugin:
+    @clipseek.hookimpl
+    def register_encoders(self, register):
+        register(Slow)
+
+get_registry().register_plugin(Plugin(), name="slow-test")
+from clipseek.cli.main import main
+sys.argv = ["clipseek", *sys.argv[3:]]
+main()
+"""
+
+
+def test_sigterm_commits_the_encoded_window_like_ctrl_c(tmp_path, make_image) -> None:  # type: ignore[no-untyped-def]
+    """A real `clipseek index` process gets SIGTERM mid-run: every item encoded before the signal
+    is committed (the 256-item / 5 s window is not dropped), and a re-run completes it without
+    duplicates."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import clipseek
+
+    d = tmp_path / "many"
+    for i in range(40):
+        make_image(d / f"{i:02d}.png", (i * 6, 100, 200 - i * 5))
+    log = tmp_path / "encoded.log"
+    data = str(tmp_path / "data")
+    args = [sys.executable, "-c", _SLOW_INDEX, str(log), "0.15", "--data-dir", data, "index", str(d), "-c", "s",
+            "--model", "slow-test", "-q"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    try:
+        deadline = time.monotonic() + 60
+        while (not log.exists() or len(log.read_text().split()) < 4) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert log.exists(), err
+    encoded = sum(int(n) for n in log.read_text().split())
+    assert 8 <= encoded < 40
+    with clipseek.Engine(data) as eng:
+        assert eng.open("s", read_only=True).count() == encoded
+    args[4] = "0"  # no delay for the re-run
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{40 - encoded} added, 0 updated, {encoded} unchanged, 0 failed" in done.stdout
+    with clipseek.Engine(data) as eng:
+        col = eng.open("s", read_only=True)
+        ids = list(col.store.ids())
+        assert col.count() == 40 and len(set(ids)) == 40

@@ -146,8 +146,9 @@ class IngestJob:
                         self._encode_batch()
                 self._encode_batch()
             finally:
-                # Also on Ctrl-C or an encoder failure: keep what is already encoded (complete
-                # records), so the next run resumes after it. A failing store write is not retried here.
+                # Also on Ctrl-C, SIGTERM (the CLI turns it into KeyboardInterrupt) or an encoder
+                # failure: keep what is already encoded (complete records), so the next run resumes
+                # after it. A failing store write is not retried here.
                 if not self._store_failed:
                     self._commit()
         self._relabel_unchanged()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
+import threading
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,7 @@ def index(
 
     col = obj.engine.collection(collection, model=model, store=store)
     reports = []
+    _interrupt_on_sigterm()
     for p in paths:
         bar = tqdm(desc=f"indexing {p}", unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True)
         try:
@@ -135,6 +138,17 @@ def index(
         if len(rep.failed) > 50:
             click.echo(f"  ... and {len(rep.failed) - 50} more (use --json for the full list)")
     click.echo(f"collection {collection!r} now holds {col.count()} images")
+
+
+def _interrupt_on_sigterm() -> None:
+    """Make SIGTERM (kill, systemd, docker stop) stop an index run the way Ctrl-C does: the
+    records already encoded are committed, so a re-run resumes after them."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():  # signals can only be set there
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _set_total(bar: Any, n: int) -> None:
