@@ -146,6 +146,7 @@ def _open(fp: IO[bytes]) -> ImageFile.ImageFile:
     raced and could leave it off for the whole process. So we identify the format with Pillow's own
     plugin table, as ``Image.open`` does, and let the caller apply its own per-image pixel limit.
     """
+    Image.preinit()  # registers the common formats first, so they are tried first, as Image.open does
     Image.init()
     prefix = fp.read(16)
     for fmt in Image.ID:
