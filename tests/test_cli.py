@@ -144,10 +144,13 @@ def test_search_by_url(run, indexed) -> None:  # type: ignore[no-untyped-def]
     t.start()
     try:
         base = f"http://127.0.0.1:{srv.server_address[1]}"
-        res = run("search", "--image", f"{base}/green.png", "-c", "p", "--json", "-n", "1")
+        res = run("search", "--image", f"{base}/green.png", "-c", "p", "--json", "-n", "1", "--allow-private-urls")
         assert Path(hits(res)[0]["id"]).name == "green.png"
-        res = run("search", "--image", f"{base}/missing.png", "-c", "p", ok=False)
+        res = run("search", "--image", f"{base}/missing.png", "-c", "p", "--allow-private-urls", ok=False)
         assert "HTTP 404" in res.output
+        res = run("search", "--image", f"{base}/green.png", "-c", "p", ok=False)
+        assert res.exit_code == 1
+        assert f"Error: {base}/green.png: refused: 127.0.0.1 resolves to 127.0.0.1, a local or private address" in res.output
     finally:
         srv.shutdown()
         srv.server_close()
@@ -169,3 +172,122 @@ def test_search_and_info_work_while_another_engine_indexes(run, indexed, tmp_pat
         assert json.loads(run("info", "p", "--json").output)["count"] == 5
         res = run("index", str(indexed), "-c", "p", "-q", ok=False)
         assert res.exit_code == 1 and "is already open" in res.output
+
+
+def test_image_grid_decodes_the_query_image_once(run, indexed, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import clipseek.engine
+    import clipseek.images
+
+    opened: list[str] = []
+    real = clipseek.images.load_image
+
+    def counting(source, **kw):  # type: ignore[no-untyped-def]
+        opened.append(str(source))
+        return real(source, **kw)
+
+    monkeypatch.setattr(clipseek.images, "load_image", counting)
+    monkeypatch.setattr(clipseek.engine, "load_image", counting)
+    q = str(indexed / "blue.webp")
+    res = run("search", "--image", q, "-c", "p", "--grid", str(tmp_path / "g.png"), "-n", "2")
+    assert f"grid written to {tmp_path / 'g.png'}" in res.output
+    assert opened.count(q) == 1
+
+
+def test_control_characters_in_ids_are_escaped_in_the_table(run, tmp_path, make_image) -> None:  # type: ignore[no-untyped-def]
+    d = tmp_path / "odd"
+    make_image(d / "two\nlines.png", (220, 30, 30))
+    make_image(d / "tab\there.png", (30, 200, 40))
+    make_image(d / "红色.png", (220, 30, 30))
+    run("index", str(d), "-c", "odd", "--model", "test-colors", "-q")
+    out = run("search", "red", "-c", "odd").output.splitlines()
+    assert len(out) == 2 + 3  # summary, header, one line per hit
+    rows = {line.split("  ")[-1] for line in out[2:]}
+    assert rows == {f"{d}/two\\nlines.png", f"{d}/tab\\there.png", f"{d}/红色.png"}
+    raw = json.loads(run("search", "red", "-c", "odd", "--json").output)["hits"]
+    assert {h["id"] for h in raw} == {f"{d}/two\nlines.png", f"{d}/tab\there.png", f"{d}/红色.png"}
+
+
+def test_query_input_errors(run, indexed) -> None:  # type: ignore[no-untyped-def]
+    res = run("search", "--image", "", "-c", "p", ok=False)
+    assert res.exit_code == 1 and "Error: empty image path: give the path of an image file" in res.output
+    two = json.dumps([[1.0] * 48, [0.5] * 48])
+    res = run("search", "--vector", two, "-c", "p", ok=False)
+    assert res.exit_code == 1 and "Error: give one query vector, got 2 rows (shape (2, 48))" in res.output
+    rel = run("delete", "-w", "_fingerprint=1", "-c", "p", ok=False)
+    assert rel.exit_code == 1 and "Error: unknown filter field '_fingerprint'" in rel.output
+
+
+_SLOW_INDEX = """
+import sys, time
+import numpy as np
+import clipseek
+from clipseek.encoders.base import Encoder
+from clipseek.plugins import get_registry
+
+LOG, DELAY = sys.argv[1], float(sys.argv[2])
+
+class Slow(Encoder):
+    name, model_id, dim, batch_size = "slow-test", "tests/slow", 3, 2
+    def _embed_images(self, images):
+        time.sleep(DELAY)
+        vecs = np.stack([np.asarray(im, dtype=np.float32).mean(axis=(0, 1)) + 1 for im in images])
+        with open(LOG, "a") as log:
+            log.write(f"{len(images)}\\n")
+        return vecs
+    def _embed_texts(self, texts):
+        return np.ones((len(texts), 3), dtype=np.float32)
+
+class Plugin:
+    @clipseek.hookimpl
+    def register_encoders(self, register):
+        register(Slow)
+
+get_registry().register_plugin(Plugin(), name="slow-test")
+from clipseek.cli.main import main
+sys.argv = ["clipseek", *sys.argv[3:]]
+main()
+"""
+
+
+def test_sigterm_commits_the_encoded_window_like_ctrl_c(tmp_path, make_image) -> None:  # type: ignore[no-untyped-def]
+    """A real `clipseek index` process gets SIGTERM mid-run: every item encoded before the signal
+    is committed (the 256-item / 5 s window is not dropped), and a re-run completes it without
+    duplicates."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import clipseek
+
+    d = tmp_path / "many"
+    for i in range(40):
+        make_image(d / f"{i:02d}.png", (i * 6, 100, 200 - i * 5))
+    log = tmp_path / "encoded.log"
+    data = str(tmp_path / "data")
+    args = [sys.executable, "-c", _SLOW_INDEX, str(log), "0.15", "--data-dir", data, "index", str(d), "-c", "s",
+            "--model", "slow-test", "-q"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    try:
+        deadline = time.monotonic() + 60
+        while (not log.exists() or len(log.read_text().split()) < 4) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert log.exists(), err
+    encoded = sum(int(n) for n in log.read_text().split())
+    assert 8 <= encoded < 40
+    with clipseek.Engine(data) as eng:
+        assert eng.open("s", read_only=True).count() == encoded
+    args[4] = "0"  # no delay for the re-run
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{40 - encoded} added, 0 updated, {encoded} unchanged, 0 failed" in done.stdout
+    with clipseek.Engine(data) as eng:
+        col = eng.open("s", read_only=True)
+        ids = list(col.store.ids())
+        assert col.count() == 40 and len(set(ids)) == 40

@@ -182,6 +182,8 @@ def test_delete_by_id_and_filter_and_drop(engine, col, photo_dir) -> None:  # ty
 
 def test_url_query_errors(col) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(BadImage, match="cannot download"):
+        col.search(image="http://127.0.0.1:9/nothing.jpg", allow_private_urls=True)
+    with pytest.raises(BadImage, match=r"refused: 127\.0\.0\.1 resolves to 127\.0\.0\.1, a local or private address"):
         col.search(image="http://127.0.0.1:9/nothing.jpg")
 
 
@@ -272,3 +274,63 @@ def test_image_refs_from_python_resume_and_filter(engine, tmp_path, make_image) 
     assert (c.index(refs).unchanged, c.index(refs).embedded) == (2, 0)  # fingerprinted from the files
     res = c.search("red", where={"camera": {"in": ["k12", "k13"]}, "taken_at": {"gte": "2024-05-02"}})
     assert [h.id for h in res.hits] == ["k13-2"] and res.hits[0].metadata["camera"] == "k13"
+
+
+def test_like_and_vector_queries_need_no_model(tmp_path, photo_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The calibration is kept in collection.json, so queries from stored or given vectors never
+    build the encoder; a collection made before that falls back to the encoder's calibration."""
+    import json
+
+    with clipseek.Engine(tmp_path / "d") as eng:
+        c = eng.create("nomodel", model="test-colors", store="local")
+        c.index(photo_dir)
+        v = c.encoder.embed_text("yellow")
+    cfg_path = tmp_path / "d" / "collections" / "nomodel" / "collection.json"
+    assert json.loads(cfg_path.read_text())["calibration"] == {
+        "text": {"center": 0.9, "scale": 0.05},
+        "image": {"center": 0.95, "scale": 0.02},
+    }
+
+    def no_model(self, name):  # type: ignore[no-untyped-def]
+        raise AssertionError("the encoder was built")
+
+    with monkeypatch.context() as m:
+        m.setattr(clipseek.Engine, "encoder", no_model)
+        with clipseek.Engine(tmp_path / "d") as eng:
+            c = eng.open("nomodel", read_only=True)
+            like = c.search(like=str(photo_dir / "red.jpg"), top=1)
+            by_vec = c.search(vector=v, top=1)
+    assert names(by_vec) == ["yellow.bmp"] and by_vec.hits[0].score == pytest.approx(
+        1 / (1 + np.exp(-(by_vec.hits[0].cosine - 0.95) / 0.02))
+    )
+    assert len(like.hits) == 1 and like.hits[0].score == pytest.approx(1 / (1 + np.exp(-(like.hits[0].cosine - 0.95) / 0.02)))
+    # an old collection.json without a calibration: the encoder's is used
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["calibration"]
+    cfg_path.write_text(json.dumps(cfg))
+    with clipseek.Engine(tmp_path / "d") as eng:
+        old = eng.open("nomodel", read_only=True).search(vector=v, top=1)
+    assert names(old) == ["yellow.bmp"] and old.hits[0].score == pytest.approx(by_vec.hits[0].score)
+
+
+def test_bookkeeping_fields_are_hidden_from_filters(col) -> None:  # type: ignore[no-untyped-def]
+    assert "_fingerprint" not in col.info()["fields"]
+    for call in (lambda: col.search("red", where=["_fingerprint=1"]), lambda: col.count(where={"_fingerprint": "x"}),
+                 lambda: col.delete(where=["_fingerprint=1"])):
+        with pytest.raises(BadFilter, match=r"^unknown filter field '_fingerprint'; this collection's fields: file_name, "):
+            call()
+    assert col.count() == 5
+
+
+def test_delete_accepts_the_relative_path_that_like_accepts(col, photo_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(photo_dir)
+    assert names(col.search(like="sub/yellow.bmp", top=1)) != ["yellow.bmp"]  # like finds it (and excludes it)
+    assert col.delete(["sub/yellow.bmp", "red.jpg", "missing.png"]) == 2
+    assert sorted(Path(i).name for i in col.store.ids()) == ["blue.webp", "green.png", "white.gif"]
+
+
+def test_a_query_vector_must_be_one_row(col) -> None:  # type: ignore[no-untyped-def]
+    v = col.encoder.embed_texts(["yellow", "red"])
+    with pytest.raises(BadVector, match=r"^give one query vector, got 2 rows \(shape \(2, 48\)\)$"):
+        col.search(vector=v)
+    assert names(col.search(vector=v[:1], top=1)) == ["yellow.bmp"]  # a (1, dim) array is one vector

@@ -12,19 +12,18 @@ import os
 import re
 import shutil
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from . import filters
 from .encoders.base import Calibration, Encoder
 from .errors import (
-    BadImage,
+    BadVector,
     ClipseekError,
     CollectionDamaged,
     CollectionExists,
@@ -34,18 +33,17 @@ from .errors import (
 )
 from .images import load_image
 from .ingest import IngestReport, ingest
+from .net import fetch_url
 from .paths import default_data_dir
 from .plugins import get_registry
 from .sources import Source, source_for
 from .stores.base import VectorStore
-from .types import EncoderInfo, Hit, ImageRef, as_unit_vectors
+from .types import EncoderInfo, Hit, ImageRef, Record, as_unit_vectors
 
 FORMAT_VERSION = 1
 DEFAULT_STORE = "local"
 DEFAULT_COLLECTION = "default"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-URL_TIMEOUT = 20.0
-MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -59,6 +57,7 @@ class SearchResult:
     threshold: float | None = None
     encode_ms: float = 0.0  # turning the query into a vector (includes loading the model on first use)
     search_ms: float = 0.0  # the store's search, filters included
+    query_image: Image.Image | None = None  # the decoded query image (for a picture grid), if any
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,22 +80,20 @@ def _public(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if not k.startswith("_")}
 
 
-def fetch_url(url: str, timeout: float = URL_TIMEOUT, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:
-    """Download a query image; BadImage with the reason when it cannot be had."""
-    if not url.startswith(("http://", "https://")):
-        raise BadImage(f"{url}: only http:// and https:// URLs are supported")
-    try:
-        req = urllib.request.Request(url, headers={"User-Agent": "clipseek"})
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - scheme checked above
-            data = r.read(max_bytes + 1)
-    except urllib.error.HTTPError as e:
-        raise BadImage(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise BadImage(f"{url}: cannot download ({reason})") from None
-    if len(data) > max_bytes:
-        raise BadImage(f"{url}: larger than {max_bytes:,} bytes")
-    return data
+@dataclass(frozen=True)
+class Query:
+    """One query turned into a vector: what :meth:`Collection.query_vector` returns.
+
+    ``kind`` picks the calibration ("text" or "image"); ``exclude`` is the record a ``like`` query
+    started from (never its own result); ``image`` is the decoded query image, when there is one
+    (the CLI draws it in the grid without decoding it again).
+    """
+
+    vector: np.ndarray
+    description: dict[str, Any]
+    kind: str
+    exclude: str | None = None
+    image: Image.Image | None = None
 
 
 class Collection:
@@ -129,7 +126,13 @@ class Collection:
         return self._encoder
 
     def calibration(self, kind: str) -> Calibration:
-        cal = self.encoder.calibration
+        """The score calibration for a query kind: from collection.json, so ``like`` and vector
+        queries need no model; collections made before it was recorded ask the encoder."""
+        stored = self.config.get("calibration")
+        if stored:
+            cal = {k: Calibration(float(v["center"]), float(v["scale"])) for k, v in stored.items()}
+        else:
+            cal = self.encoder.calibration
         return cal.get(kind) or cal["image"]
 
     # -------------------------------------------------------------------------------- writing
@@ -160,22 +163,17 @@ class Collection:
         report.failed.extend(getattr(src, "problems", []))
         encoder = self.encoder
         annotate = self._labeller(labels, label_top, label_min_prob) if labels else None
-        known = self.store.fingerprints()
-        ingest(
+        return ingest(
             refs,
             encoder,
             self.store,
             batch_size=batch_size,
             workers=workers or (os.cpu_count() or 2),
-            known=known,
+            known=self.store.fingerprints(),
             on_progress=on_progress,
             report=report,
             annotate=annotate,
         )
-        if annotate is not None:
-            unchanged = [r.id for r in refs if r.fingerprint is not None and known.get(r.id) == r.fingerprint]
-            self._relabel(unchanged, annotate)
-        return report
 
     def _labeller(
         self, labels: str | Sequence[str], top: int, min_prob: float
@@ -192,40 +190,47 @@ class Collection:
 
         return annotate
 
-    def _relabel(self, ids: list[str], annotate: Callable[[np.ndarray], list[dict[str, Any]]], chunk: int = 512) -> None:
-        from .types import Record
-
-        for i in range(0, len(ids), chunk):
-            recs = [r for r in self.store.get(ids[i : i + chunk]) if r is not None]
-            if not recs:
-                continue
-            extra = annotate(np.stack([r.vector for r in recs]))
-            self.store.upsert([Record(r.id, r.vector, {**r.metadata, **e}) for r, e in zip(recs, extra)])
-        self.store.flush()
-
     def delete(self, ids: Iterable[str] = (), where: Any = None) -> int:
-        ids = list(ids)
-        conds = filters.parse(where)
+        """Delete records by id (or by file path, as ``like`` accepts) and those matching ``where``."""
+        targets = [self._stored_id(i) for i in ids]
+        conds = self._conditions(where)
         if conds:
-            ids.extend(self.store.ids(conds))  # the store raises BadFilter for an unknown field
-        return self.store.delete(ids)
+            targets.extend(self.store.ids(conds))
+        return self.store.delete(targets)
 
     # -------------------------------------------------------------------------------- reading
 
     def count(self, where: Any = None) -> int:
-        return self.store.count(filters.parse(where))
+        return self.store.count(self._conditions(where))
+
+    def fields(self) -> list[str]:
+        """The metadata fields users see and filter on ('_' fields are clipseek's bookkeeping)."""
+        return [f for f in self.store.fields() if not f.startswith("_")]
+
+    def _conditions(self, where: Any) -> list[filters.Condition]:
+        """Parse and check a filter once, before any work: a field no record shows users (or a
+        bookkeeping '_' field) is an unknown-field BadFilter."""
+        conds = filters.parse(where)
+        if conds:
+            filters.check_fields(conds, self.fields())
+        return conds
 
     def get(self, id: str) -> dict[str, Any]:
         rec = self._resolve(id)
         return {"id": rec.id, "metadata": _public(rec.metadata)}
 
-    def _resolve(self, id: str):  # type: ignore[no-untyped-def]
-        rec = self.store.get([id])[0]
-        if rec is None:
-            # --like accepts a file path too: folder ids are absolute paths
-            p = Path(id).expanduser()
-            if p.exists():
-                rec = self.store.get([str(p.resolve())])[0]
+    def _stored_id(self, id: str) -> str:
+        """``id`` itself, or for a path to an indexed file (relative, ~), the id it is stored under:
+        folder ids are absolute resolved paths."""
+        if self.store.get([id])[0] is not None:
+            return id
+        p = Path(id).expanduser()
+        if p.exists():
+            return str(p.resolve())
+        return id
+
+    def _resolve(self, id: str) -> Record:
+        rec = self.store.get([self._stored_id(id)])[0]
         if rec is None:
             raise RecordNotFound(f"no record {id!r} in collection {self.name!r}")
         return rec
@@ -237,28 +242,36 @@ class Collection:
         image: str | Path | bytes | None = None,
         like: str | None = None,
         vector: Any = None,
-    ) -> tuple[np.ndarray, dict[str, Any], str, str | None]:
-        """Turn one query into (unit vector, description, calibration kind, id to exclude)."""
+        allow_private_urls: bool | None = None,
+    ) -> Query:
+        """Turn one query into a :class:`Query`. Only text and image queries load the model.
+
+        An image URL whose host is a local or private address is refused unless
+        ``allow_private_urls`` (default: env ``CLIPSEEK_ALLOW_PRIVATE_URLS``)."""
         given = [x is not None for x in (text, image, like, vector)]
         if sum(given) != 1:
             raise ClipseekError("give exactly one query: a text, an image, an existing id (like) or a vector")
         if text is not None:
             if not text.strip():
                 raise ClipseekError("empty text query")
-            return self.encoder.embed_text(text), {"kind": "text", "text": text}, "text", None
+            return Query(self.encoder.embed_text(text), {"kind": "text", "text": text}, "text")
         if image is not None:
+            fit = self.encoder.image_side
             if isinstance(image, bytes):
-                img, desc = load_image(image, name="<uploaded image>"), "<bytes>"
+                img, desc = load_image(image, name="<uploaded image>", fit=fit), "<bytes>"
             elif isinstance(image, str) and image.startswith(("http://", "https://")):
-                img, desc = load_image(fetch_url(image), name=image), image
+                data = fetch_url(image, allow_private=allow_private_urls)
+                img, desc = load_image(data, name=image, fit=fit), image
             else:
-                img, desc = load_image(image), str(image)
-            return self.encoder.embed_image(img), {"kind": "image", "image": desc}, "image", None
+                img, desc = load_image(image, fit=fit), str(image)
+            return Query(self.encoder.embed_image(img), {"kind": "image", "image": desc}, "image", image=img)
         if like is not None:
             rec = self._resolve(like)
-            return np.asarray(rec.vector), {"kind": "like", "like": rec.id}, "image", rec.id
-        vec = as_unit_vectors(vector, self.encoder_info.dim)[0]
-        return vec, {"kind": "vector"}, "image", None
+            return Query(np.asarray(rec.vector), {"kind": "like", "like": rec.id}, "image", exclude=rec.id)
+        vecs = as_unit_vectors(vector, self.encoder_info.dim)
+        if len(vecs) != 1:
+            raise BadVector(f"give one query vector, got {len(vecs)} rows (shape {np.shape(vector)})")
+        return Query(vecs[0], {"kind": "vector"}, "image")
 
     def search(
         self,
@@ -271,35 +284,37 @@ class Collection:
         where: Any = None,
         threshold: float | None = None,
         min_cosine: float | None = None,
+        allow_private_urls: bool | None = None,
     ) -> SearchResult:
         """Search by text, image (path, URL or bytes), an existing record id, or a raw vector.
 
         ``threshold`` is the calibrated score in [0, 1] (0.5: probably a real match);
         ``min_cosine`` a raw cosine floor. Results carry both scores and all metadata.
+        ``allow_private_urls`` lets an image URL reach local or private addresses.
         """
         if top < 1:
             raise ClipseekError(f"top must be at least 1, got {top}")
         if threshold is not None and not 0 <= threshold <= 1:
             raise ClipseekError(f"threshold is a calibrated score between 0 and 1, got {threshold}")
         t0 = time.perf_counter()
-        conds = filters.parse(where)
-        if conds:  # the store checks too; checking here first spares encoding a query that must fail
-            filters.check_fields(conds, self.store.fields())
-        vec, desc, kind, exclude = self.query_vector(text, image=image, like=like, vector=vector)
+        conds = self._conditions(where)  # before encoding: a bad filter fails without loading a model
+        query = self.query_vector(text, image=image, like=like, vector=vector, allow_private_urls=allow_private_urls)
         t1 = time.perf_counter()
-        cal = self.calibration(kind)
+        cal = self.calibration(query.kind)
         floor = min_cosine
         if threshold is not None:
             t_cos = cal.cosine_at(threshold)
             floor = t_cos if floor is None else max(floor, t_cos)
-        hits = self.store.search(vec, limit=top, where=conds, min_cosine=floor, exclude=[exclude] if exclude else [])
+        hits = self.store.search(
+            query.vector, limit=top, where=conds, min_cosine=floor, exclude=[query.exclude] if query.exclude else []
+        )
         t2 = time.perf_counter()
         for h in hits:
             h.score = float(cal.score(h.cosine))
             h.metadata = _public(h.metadata)
         return SearchResult(
             collection=self.name,
-            query=desc,
+            query=query.description,
             hits=hits,
             took_ms=(time.perf_counter() - t0) * 1000,
             model=self.encoder_info.name,
@@ -307,6 +322,7 @@ class Collection:
             threshold=threshold,
             encode_ms=(t1 - t0) * 1000,
             search_ms=(t2 - t1) * 1000,
+            query_image=query.image,
         )
 
     def info(self) -> dict[str, Any]:
@@ -319,7 +335,7 @@ class Collection:
             "count": st.get("count"),
             "disk_bytes": _du(self.path),
             "created_at": self.config.get("created_at"),
-            "fields": [f for f in self.store.fields() if not f.startswith("_")],
+            "fields": self.fields(),
         }
 
     def check(self) -> dict[str, Any]:
@@ -415,6 +431,8 @@ class Engine:
             "format": FORMAT_VERSION,
             "name": name,
             "encoder": enc.info.to_dict(),
+            # The encoder's score calibration, so queries from stored vectors need no model.
+            "calibration": {k: {"center": c.center, "scale": c.scale} for k, c in enc.calibration.items()},
             "store": store_name,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -514,4 +532,4 @@ class Engine:
         self.close()
 
 
-__all__ = ["Collection", "Engine", "SearchResult", "default_data_dir"]
+__all__ = ["Collection", "Engine", "Query", "SearchResult", "default_data_dir"]

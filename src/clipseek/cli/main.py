@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
+import threading
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +111,7 @@ def index(
 
     col = obj.engine.collection(collection, model=model, store=store)
     reports = []
+    _interrupt_on_sigterm()
     for p in paths:
         bar = tqdm(desc=f"indexing {p}", unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True)
         try:
@@ -137,6 +141,17 @@ def index(
     click.echo(f"collection {collection!r} now holds {col.count()} images")
 
 
+def _interrupt_on_sigterm() -> None:
+    """Make SIGTERM (kill, systemd, docker stop) stop an index run the way Ctrl-C does: the
+    records already encoded are committed, so a re-run resumes after them."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():  # signals can only be set there
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def _set_total(bar: Any, n: int) -> None:
     bar.total = n
     bar.refresh()
@@ -153,7 +168,15 @@ def _print_result(res: SearchResult) -> None:
         return
     click.echo(f"{'rank':>4}  {'score':>5}  {'cosine':>6}  id")
     for i, h in enumerate(res.hits, 1):
-        click.echo(f"{i:>4}  {h.score:5.2f}  {h.cosine:6.3f}  {h.id}")
+        click.echo(f"{i:>4}  {h.score:5.2f}  {h.cosine:6.3f}  {_escape(h.id)}")
+
+
+def _escape(text: str) -> str:
+    """One table row per hit: control characters in an id (a newline in a file name) are shown
+    escaped (backslash-n), other characters, Chinese included, as they are."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch).startswith("C") else ch for ch in text
+    )
 
 
 @cli.command()
@@ -178,6 +201,12 @@ def _print_result(res: SearchResult) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON (ids, scores, metadata).")
 @click.option("--grid", type=click.Path(dir_okay=False), help="Also write the results as a picture grid (PNG).")
+@click.option(
+    "--allow-private-urls",
+    is_flag=True,
+    default=None,
+    help="Let an --image URL reach loopback, link-local or private addresses [env CLIPSEEK_ALLOW_PRIVATE_URLS=1].",
+)
 @click.pass_obj
 @fail_clean
 def search(
@@ -193,12 +222,21 @@ def search(
     where: tuple[str, ...],
     as_json: bool,
     grid: str | None,
+    allow_private_urls: bool | None,
 ) -> None:
     """Find the images most similar to a TEXT, an --image, a record (--like) or a --vector."""
     vec = _read_vector(vector) if vector is not None else None
     col = obj.engine.open(collection, read_only=True)
     res = col.search(
-        text, image=image, like=like, vector=vec, top=top, where=list(where), threshold=threshold, min_cosine=min_cosine
+        text,
+        image=image,
+        like=like,
+        vector=vec,
+        top=top,
+        where=list(where),
+        threshold=threshold,
+        min_cosine=min_cosine,
+        allow_private_urls=allow_private_urls or None,
     )
     if as_json:
         click.echo(res.to_json())
@@ -206,11 +244,9 @@ def search(
         _print_result(res)
     if grid:
         from ..grid import render_grid
-        from ..images import load_image
 
-        qimg = load_image(image) if image and not image.startswith(("http://", "https://")) else None
         title = text or (f"like {like}" if like else f"image {image}" if image else "vector query")
-        out = render_grid(res.hits, grid, title=title, query_image=qimg)
+        out = render_grid(res.hits, grid, title=title, query_image=res.query_image)
         click.echo(f"grid written to {out}", err=as_json)
 
 

@@ -56,6 +56,8 @@ class Encoder(ABC):
       version     bump when the same weights would produce different vectors (preprocessing change),
                   so old collections are refused instead of silently mixing vector spaces
       calibration per query kind ("text": text->image, "image": image->image)
+      image_side  the shorter side the loader may reduce images to right after decoding (never
+                  below it); 448 is twice the 224 input of CLIP-family towers
     """
 
     name: ClassVar[str] = ""
@@ -63,6 +65,7 @@ class Encoder(ABC):
     dim: int = 0
     version: str = "1"
     batch_size: int = 16
+    image_side: int = 448
     calibration: dict[str, Calibration] = {"text": Calibration(0.25, 0.05), "image": Calibration(0.8, 0.05)}
 
     @abstractmethod
