@@ -115,7 +115,8 @@ def test_text_query_uses_the_text_calibration(col) -> None:  # type: ignore[no-u
 
 
 def test_a_kind_without_its_own_calibration_uses_the_image_one(col, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(col.encoder, "calibration", {"image": Calibration(0.5, 0.25)})
+    # the collection's own record (collection.json) carries the calibration per query kind
+    monkeypatch.setitem(col.config, "calibration", {"image": {"center": 0.5, "scale": 0.25}})
     assert col.calibration("text") == Calibration(0.5, 0.25)
     hit = col.search("red", top=1).hits[0]
     assert hit.score == pytest.approx(1 / (1 + math.exp(-2)), rel=1e-5)
@@ -161,7 +162,7 @@ def test_bad_filters_fail_before_the_query_is_encoded(col) -> None:  # type: ign
     # an empty text would be refused by the encoding step: the filter error must come first
     with pytest.raises(BadFilter) as e:
         col.search("", where={"camra": "c1"})
-    assert str(e.value) == "unknown filter field 'camra'; this collection's fields: _fingerprint, camera, i"
+    assert str(e.value) == "unknown filter field 'camra'; this collection's fields: camera, i"
     with pytest.raises(BadFilter) as e:
         col.search("", where=["i=>3"])
     assert str(e.value).startswith("cannot parse filter 'i=>3': '=>' is not an operator; write i>=3")
@@ -194,7 +195,7 @@ def test_bad_query_images_are_named_in_the_error(col, monkeypatch) -> None:  # t
     with pytest.raises(BadImage) as e:
         col.search(image=b"not an image")
     assert str(e.value) == "<uploaded image>: not an image (unrecognised format)"
-    monkeypatch.setattr(engine_mod, "fetch_url", lambda url: b"garbage")
+    monkeypatch.setattr(engine_mod, "fetch_url", lambda url, allow_private=False: b"garbage")
     with pytest.raises(BadImage) as e:
         col.search(image="http://127.0.0.1:9/x.jpg")
     assert str(e.value) == "http://127.0.0.1:9/x.jpg: not an image (unrecognised format)"
@@ -212,7 +213,7 @@ def test_image_queries_from_bytes_path_and_url(col, tmp_path, monkeypatch) -> No
         assert ids(res) == ["red"] and res.query == {"kind": "image", "image": str(p)}
     asked: list[str] = []
 
-    def fake_fetch(url: str) -> bytes:
+    def fake_fetch(url: str, allow_private: bool = False) -> bytes:
         asked.append(url)
         return _red_png()
 
@@ -272,16 +273,20 @@ def test_round_trip_through_a_path_object(col, tmp_path: Path) -> None:  # type:
 
 
 def test_query_vector_gives_vector_description_kind_and_exclusion(col, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    vec, desc, kind, exclude = col.query_vector(vector=[0.0, 3.0] + [0.0] * (DIM - 2))
+    q = col.query_vector(vector=[0.0, 3.0] + [0.0] * (DIM - 2))
+    vec, desc, kind, exclude = q.vector, q.description, q.kind, q.exclude
     np.testing.assert_array_equal(vec, E[1])
     assert vec.dtype == np.float32 and (desc, kind, exclude) == ({"kind": "vector"}, "image", None)
-    vec, desc, kind, exclude = col.query_vector(like="b")
+    q = col.query_vector(like="b")
+    vec, desc, kind, exclude = q.vector, q.description, q.kind, q.exclude
     assert (desc, kind, exclude) == ({"kind": "like", "like": "b"}, "image", "b")
     np.testing.assert_allclose(vec, col.store.get(["b"])[0].vector)
-    vec, desc, kind, exclude = col.query_vector(image=_red_png())
+    q = col.query_vector(image=_red_png())
+    vec, desc, kind, exclude = q.vector, q.description, q.kind, q.exclude
     assert (desc, kind, exclude) == ({"kind": "image", "image": "<bytes>"}, "image", None)
     np.testing.assert_allclose(vec, red_text_vector(), atol=1e-6)
-    vec, desc, kind, exclude = col.query_vector("red")
+    q = col.query_vector("red")
+    vec, desc, kind, exclude = q.vector, q.description, q.kind, q.exclude
     assert (desc, kind, exclude) == ({"kind": "text", "text": "red"}, "text", None)
     np.testing.assert_allclose(vec, red_text_vector(), atol=1e-6)
     with pytest.raises(BadVector) as e:
