@@ -9,11 +9,13 @@ before clipseek runs, so it observes the runtime from outside rather than trusti
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _clipmodels import make, photo_files
 
 from clipseek.engine import Engine
 
@@ -63,3 +65,25 @@ def test_offline_text_query_never_imports_torch(tmp_path: Path) -> None:
     out, seen = _search_in_new_process(tmp_path, "photos", "a cat")
     assert [h["id"] for h in out["hits"]][0] == "chelsea"
     assert seen == {"torch": False, "sessions": []}
+
+
+@pytest.mark.parametrize("runtime,text_file", [("onnx", "text.onnx"), ("onnx-int8", "text.int8.onnx")])
+def test_onnx_text_query_creates_only_the_text_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       runtime: str, text_file: str) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")  # to make and export the tiny model
+    from clipseek.encoders.onnx_export import export
+
+    model = make("clip", tmp_path / "model")
+    export(model, int8=True)
+    monkeypatch.setenv("CLIPSEEK_RUNTIME", runtime)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in photo_files(3):
+        shutil.copy(f, photos)
+    with Engine(tmp_path / "data") as engine:
+        rep = engine.create("photos", model=str(model)).index(photos)
+        assert rep.added == 3, rep.summary()
+    out, seen = _search_in_new_process(tmp_path / "data", "photos", "a photo of a cat")
+    assert len(out["hits"]) == 3
+    assert seen == {"torch": False, "sessions": [text_file]}
