@@ -11,8 +11,6 @@ import os
 import re
 import shutil
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,6 +81,9 @@ def fetch_url(url: str, timeout: float = URL_TIMEOUT, max_bytes: int = MAX_DOWNL
     """Download a query image; BadImage with the reason when it cannot be had."""
     if not url.startswith(("http://", "https://")):
         raise BadImage(f"{url}: only http:// and https:// URLs are supported")
+    import urllib.error  # here, not at module level: urllib.request + http.client are 15% of importing clipseek
+    import urllib.request
+
     try:
         req = urllib.request.Request(url, headers={"User-Agent": "clipseek"})
         with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - scheme checked above
