@@ -12,7 +12,7 @@ from .. import filters
 from ..filters import Condition
 from ..types import Hit, Record, as_unit_vectors
 from .base import VectorStore
-from .topk import top_candidates
+from .topk import cosines, top_candidates
 
 
 class MemoryStore(VectorStore):
@@ -83,7 +83,7 @@ class MemoryStore(VectorStore):
     ) -> list[Hit]:
         q = as_unit_vectors(vector, self.dim)[0]
         mask = self._mask(where)
-        scores = self._vecs @ q
+        scores = cosines(self._vecs, q)
         rows = np.arange(len(self._ids)) if mask is None else np.nonzero(mask)[0]
         for e in exclude:
             k = self._pos.get(e)

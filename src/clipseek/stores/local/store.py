@@ -21,7 +21,7 @@ from ...errors import BadVector, ClipseekError, CollectionDamaged
 from ...filters import Condition
 from ...types import Hit, Record, as_unit_vectors
 from ..base import VectorStore
-from ..topk import top_candidates
+from ..topk import cosines, top_candidates
 from .ann import AnnCache, header_problem
 from .columns import AtomCache, AtomRow, Columns
 from .vectors import VectorFile
@@ -738,9 +738,9 @@ class LocalStore(VectorStore):
         if len(cand) == 0:
             return cand, np.zeros(0, np.float32)
         if len(cand) * 2 > self._next:  # most rows: one pass over the whole (contiguous) matrix
-            scores = (V[: int(cand[-1]) + 1] @ q)[cand]
+            scores = cosines(V[: int(cand[-1]) + 1], q)[cand]
         else:
-            scores = V[cand] @ q
+            scores = cosines(V[cand], q)
         return top_candidates(cand, scores, limit, min_cosine)
 
     def _search_hnsw(
@@ -786,7 +786,7 @@ class LocalStore(VectorStore):
         labels = labels[ok]
         if mask is not None and len(labels) < min(limit, m):
             return None  # the filtered graph search came back short: answer exactly
-        scores = V[labels] @ q
+        scores = cosines(V[labels], q)
         return top_candidates(labels, scores, limit, min_cosine)
 
     def _hits(self, slots: np.ndarray, cosines: np.ndarray, limit: int) -> list[Hit]:
