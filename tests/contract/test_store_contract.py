@@ -508,6 +508,26 @@ def test_fingerprints_ids_fields(make) -> None:  # type: ignore[no-untyped-def]
     assert st.fields() == ["_fingerprint", "x"]
 
 
+def test_values_of_one_key(make) -> None:  # type: ignore[no-untyped-def]
+    """``values(key)``: the key's value per record that has it, JSON types kept, odd keys too."""
+    st = make()
+    e = np.eye(DIM, dtype=np.float32)
+    st.upsert(
+        [
+            Record("a", e[0], {"_sha256": "ab12", "dup": ["/x/1.jpg", "/x/2.jpg"], "odd.key": 1}),
+            Record("b", e[1], {"_sha256": "cd34", "dup": [], "n": 2.5}),
+            Record("c", e[2], {"x": 1}),
+        ]
+    )
+    assert st.values("_sha256") == {"a": "ab12", "b": "cd34"}
+    assert st.values("dup") == {"a": ["/x/1.jpg", "/x/2.jpg"], "b": []}
+    assert st.values("n") == {"b": 2.5}
+    assert st.values("odd.key") == {"a": 1}
+    assert st.values("missing") == {}
+    st.delete(["a"])
+    assert st.values("_sha256") == {"b": "cd34"}
+
+
 def test_concurrent_searches(make) -> None:  # type: ignore[no-untyped-def]
     st = make()
     recs = random_records(1000, seed=8)

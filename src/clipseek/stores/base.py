@@ -91,6 +91,15 @@ class VectorStore(ABC):
                 out[rec.id] = str(rec.metadata["_fingerprint"])
         return out
 
+    def values(self, key: str) -> dict[str, Any]:
+        """id -> ``metadata[key]`` for every record that has ``key`` (bookkeeping lookups such as
+        content hashes, which must not load every vector). Stores override it with a cheap query."""
+        out: dict[str, Any] = {}
+        for rec in self.get(list(self.ids())):
+            if rec is not None and key in rec.metadata:
+                out[rec.id] = rec.metadata[key]
+        return out
+
     def flush(self) -> None:  # noqa: B027
         """Make everything written so far durable (optional; upsert is already atomic)."""
 

@@ -677,6 +677,17 @@ class LocalStore(VectorStore):
         )
         return {i: str(v) for i, v in rows}
 
+    @_names_damage
+    def values(self, key: str) -> dict[str, Any]:
+        self._check_open()
+        path = "$." + json.dumps(key)  # quoted: any key is one path step
+        rows = self._reader().execute(
+            "SELECT id, json_extract(metadata, ?), json_type(metadata, ?) FROM records "
+            "WHERE json_type(metadata, ?) IS NOT NULL",
+            (path, path, path),
+        )
+        return {i: json.loads(v) if t in ("array", "object") else v for i, v, t in rows}
+
     def _mask(self, where: Sequence[Condition]) -> np.ndarray:
         return self._columns.mask(where, self._live, self._field_counts)
 
