@@ -32,11 +32,12 @@ from .errors import (
     RecordNotFound,
 )
 from .images import load_image
-from .ingest import IngestReport, ingest
+from .ingest import HASH_KEY, Dedup, IngestReport, ingest
+from .ingest import prune as prune_gone
 from .net import fetch_url
 from .paths import default_data_dir
 from .plugins import get_registry
-from .sources import Source, source_for
+from .sources import FolderSource, Source, source_for
 from .stores.base import VectorStore
 from .types import EncoderInfo, Hit, ImageRef, Record, as_unit_vectors
 
@@ -148,14 +149,24 @@ class Collection:
         labels: str | Sequence[str] | None = None,
         label_top: int = 1,
         label_min_prob: float = 0.0,
+        dedup: Dedup = "keep",
+        prune: bool = False,
     ) -> IngestReport:
         """Index a folder, an image file, a Source or ImageRefs. Unchanged items are skipped.
 
         With ``labels``, each image also gets zero-shot labels in its metadata (``labels``: the
         ``label_top`` most probable of the candidates, ``label_probs``: their probabilities); items
         already indexed and unchanged are relabelled from their stored vectors, without re-encoding.
+        An item whose bytes are already stored reuses that vector; ``dedup="skip"`` indexes exact
+        duplicates once and lists their paths in ``duplicates``. ``prune`` (folders only) then
+        deletes the records of files inside the folder that are gone.
         """
         src = source_for(target) if isinstance(target, (str, Path)) else target
+        prune_root: Path | None = None
+        if prune:
+            if not isinstance(src, FolderSource):
+                raise ClipseekError(f"{target}: --prune removes records of files gone from a folder; give a folder")
+            prune_root = src.root
         refs = list(src)
         if on_total:
             on_total(len(refs))
@@ -163,17 +174,22 @@ class Collection:
         report.failed.extend(getattr(src, "problems", []))
         encoder = self.encoder
         annotate = self._labeller(labels, label_top, label_min_prob) if labels else None
-        return ingest(
+        report = ingest(
             refs,
             encoder,
             self.store,
             batch_size=batch_size,
             workers=workers or (os.cpu_count() or 2),
             known=self.store.fingerprints(),
+            hashes=self.store.values(HASH_KEY),
+            dedup=dedup,
             on_progress=on_progress,
             report=report,
             annotate=annotate,
         )
+        if prune_root is not None:
+            report.pruned = prune_gone(self.store, prune_root, (r.id for r in refs))
+        return report
 
     def _labeller(
         self, labels: str | Sequence[str], top: int, min_prob: float

@@ -7,6 +7,12 @@ Properties the rest of clipseek relies on:
   skips every item whose fingerprint (size + mtime for files) is unchanged: it resumes;
 - one rule says what is unchanged (:func:`is_unchanged`); with labels, unchanged items are
   relabelled from their stored vectors by a metadata-only store update, never re-encoded;
+- every item that is read gets a content hash (sha256 of its bytes, metadata ``_sha256``) from the
+  same bytes the decoder reads (one read per file), and only items that are new or changed by
+  fingerprint are read. An item whose bytes are already stored (a moved or renamed file, a file
+  touched but not changed, an exact duplicate) takes the stored vector instead of being encoded;
+  with ``dedup="skip"`` an exact duplicate gets no record of its own: its path is listed in the
+  ``duplicates`` metadata of the record that holds those bytes;
 - decoding runs in a thread pool ahead of the encoder (PIL releases the GIL while decoding), so
   both cores stay busy. Memory is bounded by pixels: at most ``DECODE_PIXELS`` pixels are decoded at
   full size at once, and each image is reduced to the encoder's ``image_side`` as soon as it is
@@ -16,12 +22,15 @@ Properties the rest of clipseek relies on:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 from PIL import Image
@@ -39,7 +48,18 @@ DECODE_PIXELS = 100_000_000
 #: Pixels of decoded (reduced) images waiting in the prefetch window: 64 images of 448x448.
 WINDOW_PIXELS = 64 * 448 * 448
 
+#: Files up to this size are read into memory once, hashed and decoded from those bytes; larger
+#: ones (rare: huge TIFFs) are hashed while streaming and decoded from the file.
+READ_WHOLE_BYTES = 64 * 1024 * 1024
+
 Annotate = Callable[[np.ndarray], list[dict[str, Any]]]
+Dedup = Literal["keep", "skip"]
+DEDUP_MODES: tuple[Dedup, ...] = ("keep", "skip")
+
+#: Metadata key of the content hash (sha256 hex of the item's bytes): bookkeeping, hidden from users.
+HASH_KEY = "_sha256"
+#: Metadata key listing the other paths of an exact duplicate kept once (``dedup="skip"``).
+DUPLICATES_KEY = "duplicates"
 
 
 @dataclass
@@ -49,6 +69,9 @@ class IngestReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    reused: int = 0  # of added + updated: vectors taken from stored records with the same bytes
+    duplicates: int = 0  # exact duplicates listed on another record instead of indexed (dedup="skip")
+    pruned: int = 0  # records deleted because their file is gone (prune)
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -65,6 +88,9 @@ class IngestReport:
             "added": self.added,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "reused": self.reused,
+            "duplicates": self.duplicates,
+            "pruned": self.pruned,
             "failed": [{"id": i, "reason": r} for i, r in self.failed],
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.rate, 2),
@@ -73,6 +99,12 @@ class IngestReport:
     def summary(self) -> str:
         parts = [f"{self.added} added", f"{self.updated} updated", f"{self.unchanged} unchanged"]
         parts.append(f"{len(self.failed)} failed")
+        if self.reused:
+            parts.append(f"{self.reused} vectors reused")
+        if self.duplicates:
+            parts.append(f"{self.duplicates} duplicates listed")
+        if self.pruned:
+            parts.append(f"{self.pruned} pruned")
         s = ", ".join(parts) + f" in {self.seconds:.1f}s"
         if self.embedded:
             s += f" ({self.rate:.1f} images/s)"
@@ -97,8 +129,22 @@ def is_unchanged(ref: ImageRef, known: dict[str, str]) -> bool:
     return ref.fingerprint is not None and known.get(ref.id) == ref.fingerprint
 
 
+@dataclass
+class _Item:
+    """A loaded item on its way to the store: its decoded image and the sha256 of its bytes."""
+
+    ref: ImageRef
+    image: Image.Image
+    sha256: str | None
+
+
 class IngestJob:
-    """One index run over a stream of refs; :meth:`run` does it and returns the report."""
+    """One index run over a stream of refs; :meth:`run` does it and returns the report.
+
+    ``hashes`` maps stored ids to their content hash (``_sha256``), so that an item whose bytes are
+    already stored reuses that record's vector; ``dedup`` says what an exact duplicate of a stored
+    or earlier item becomes: its own record (``"keep"``) or a path in that record's ``duplicates``
+    (``"skip"``)."""
 
     def __init__(
         self,
@@ -106,6 +152,8 @@ class IngestJob:
         store: VectorStore,
         *,
         known: dict[str, str] | None = None,
+        hashes: dict[str, str] | None = None,
+        dedup: Dedup = "keep",
         annotate: Annotate | None = None,
         batch_size: int | None = None,
         workers: int = 2,
@@ -115,9 +163,12 @@ class IngestJob:
         commit_seconds: float = 5.0,
         relabel_chunk: int = 512,
     ) -> None:
+        if dedup not in DEDUP_MODES:
+            raise ClipseekError(f"dedup must be one of {', '.join(DEDUP_MODES)}, got {dedup!r}")
         self.encoder = encoder
         self.store = store
         self.known = known or {}
+        self.dedup = dedup
         self.annotate = annotate
         self.batch_size = batch_size or encoder.batch_size
         self.workers = max(1, workers)
@@ -127,21 +178,31 @@ class IngestJob:
         self.commit_seconds = commit_seconds
         self.relabel_chunk = relabel_chunk
         self._budget = PixelBudget(DECODE_PIXELS)
-        self._batch: list[tuple[ImageRef, Image.Image]] = []
+        self._batch: list[_Item] = []
         self._pending: list[tuple[Record, bool]] = []  # (record, is new) encoded but not yet stored
         self._unchanged: list[str] = []  # ids to relabel, when labelling
         self._last_commit = time.monotonic()
         self._store_failed = False
+        # sha256 -> a committed id with those bytes. It may be stale (that record re-encoded since),
+        # so a use checks the record's own hash (:meth:`_stored_with`).
+        self._by_hash: dict[str, str] = {}
+        for rid, h in (hashes or {}).items():
+            self._by_hash.setdefault(str(h), rid)
+        self._open_owner: dict[str, str] = {}  # sha256 -> id of an item of this run not yet committed
+        self._pending_vec: dict[str, np.ndarray] = {}  # sha256 -> vector of a pending record
+        self._dups: dict[str, list[str]] = {}  # owner id -> duplicate paths found (dedup="skip")
 
     def run(self, refs: Iterable[ImageRef]) -> IngestReport:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="clipseek-load") as pool:
             try:
                 for ref, fut in self._prefetch(pool, self._changed(refs), depth=max(2 * self.batch_size, 8)):
-                    img = self._result(ref, fut)
-                    if img is None:
+                    item = self._result(ref, fut)
+                    if item is None or self._listed_as_duplicate(item):
                         continue
-                    self._batch.append((ref, img))
+                    self._batch.append(item)
+                    if item.sha256 is not None:
+                        self._open_owner.setdefault(item.sha256, ref.id)
                     if len(self._batch) >= self.batch_size:
                         self._encode_batch()
                 self._encode_batch()
@@ -172,18 +233,26 @@ class IngestJob:
                 continue
             yield ref
 
-    def _load(self, ref: ImageRef) -> Image.Image:
-        source = ref.path if ref.path is not None else ref.data
-        if source is None:
+    def _load(self, ref: ImageRef) -> _Item:
+        """Decode the item and hash its bytes, reading a file once (see ``READ_WHOLE_BYTES``)."""
+        fit, budget = self.encoder.image_side, self._budget
+        if ref.path is not None:
+            data = _read_small(ref.path)
+            if data is None:  # unreadable, empty or huge: load_image names the problem, or streams
+                img = load_image(ref.path, name=ref.id, fit=fit, budget=budget)
+                return _Item(ref, img, _hash_file(ref.path))
+            return _Item(ref, load_image(data, name=ref.id, fit=fit, budget=budget), hashlib.sha256(data).hexdigest())
+        if ref.data is None:
             raise BadImage(f"{ref.id}: URL sources are not supported yet")
-        return load_image(source, name=ref.id, fit=self.encoder.image_side, budget=self._budget)
+        img = load_image(ref.data, name=ref.id, fit=fit, budget=budget)
+        return _Item(ref, img, hashlib.sha256(ref.data).hexdigest())
 
     def _prefetch(
         self, pool: ThreadPoolExecutor, refs: Iterable[ImageRef], depth: int
-    ) -> Iterator[tuple[ImageRef, Future[Image.Image]]]:
+    ) -> Iterator[tuple[ImageRef, Future[_Item]]]:
         """Decode ahead of the encoder: at most ``depth`` items, and the decoded images waiting
         in the window at most ``WINDOW_PIXELS`` pixels (wide panoramas stay big after reduction)."""
-        window: deque[tuple[ImageRef, Future[Image.Image]]] = deque()
+        window: deque[tuple[ImageRef, Future[_Item]]] = deque()
         for ref in refs:
             window.append((ref, pool.submit(self._load, ref)))
             while window and (len(window) >= depth or _held_pixels(window) >= WINDOW_PIXELS):
@@ -191,8 +260,8 @@ class IngestJob:
         while window:
             yield window.popleft()
 
-    def _result(self, ref: ImageRef, fut: Future[Image.Image]) -> Image.Image | None:
-        """The decoded image, or None after recording why the item is skipped."""
+    def _result(self, ref: ImageRef, fut: Future[_Item]) -> _Item | None:
+        """The loaded item, or None after recording why it is skipped."""
         try:
             return fut.result()
         except ClipseekError as e:
@@ -202,23 +271,80 @@ class IngestJob:
         self._progress(1)
         return None
 
+    def _listed_as_duplicate(self, item: _Item) -> bool:
+        """With ``dedup="skip"``: when another item of this run, or a stored record whose file is
+        still there, has these bytes, list this item's path on it instead of indexing it."""
+        if self.dedup != "skip" or item.sha256 is None:
+            return False
+        owner = self._open_owner.get(item.sha256)
+        if owner is None:
+            rec = self._stored_with(item.sha256)
+            # A stored owner whose file is gone is a moved file: this item takes over its vector.
+            if rec is not None and _still_there(rec):
+                owner = rec.id
+        if owner is None or owner == item.ref.id:
+            return False
+        self._dups.setdefault(owner, []).append(str(item.ref.metadata.get("path") or item.ref.id))
+        self.report.duplicates += 1
+        self._progress(1)
+        return True
+
+    def _stored_with(self, sha256: str) -> Record | None:
+        """A committed record whose bytes hash to ``sha256``, if the store has one."""
+        rid = self._by_hash.get(sha256)
+        if rid is None:
+            return None
+        rec = self.store.get([rid])[0]
+        if rec is None or rec.metadata.get(HASH_KEY) != sha256:
+            return None  # deleted or re-encoded with other bytes since
+        return rec
+
+    def _known_vector(self, sha256: str | None) -> np.ndarray | None:
+        if sha256 is None:
+            return None
+        vec = self._pending_vec.get(sha256)
+        if vec is None:
+            rec = self._stored_with(sha256)
+            vec = None if rec is None else np.asarray(rec.vector)
+        return vec
+
+    def _vectors(self) -> np.ndarray:
+        """One vector per batch item: the stored one for bytes already embedded, else encoded
+        (equal bytes inside the batch are encoded once)."""
+        vecs: list[np.ndarray | None] = [self._known_vector(it.sha256) for it in self._batch]
+        todo: dict[str | int, list[int]] = {}
+        for i, (it, v) in enumerate(zip(self._batch, vecs)):
+            if v is None:
+                todo.setdefault(it.sha256 if it.sha256 is not None else i, []).append(i)
+        self.report.reused += len(self._batch) - len(todo)
+        if todo:
+            encoded = self.encoder.embed_images([self._batch[idx[0]].image for idx in todo.values()])
+            for idx, v in zip(todo.values(), encoded):
+                for i in idx:
+                    vecs[i] = v
+        return np.stack([v for v in vecs if v is not None])
+
     def _encode_batch(self) -> None:
         """Encode the batch into pending records; commit when enough are pending or time is up."""
         if not self._batch:
             return
-        vecs = self.encoder.embed_images([img for _, img in self._batch])
+        vecs = self._vectors()
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         extra = self.annotate(vecs) if self.annotate is not None else [{} for _ in self._batch]
-        for (ref, img), v, more in zip(self._batch, vecs, extra):
+        for it, v, more in zip(self._batch, vecs, extra):
+            ref = it.ref
             meta = dict(ref.metadata)
             meta.update(more)
             # The size of the file's picture: the loader may have reduced the image.
-            width, height = img.info.get(SOURCE_SIZE, img.size)
+            width, height = it.image.info.get(SOURCE_SIZE, it.image.size)
             meta.setdefault("width", width)
             meta.setdefault("height", height)
             meta["indexed_at"] = now
             if ref.fingerprint is not None:
                 meta["_fingerprint"] = ref.fingerprint
+            if it.sha256 is not None:
+                meta[HASH_KEY] = it.sha256
+                self._pending_vec.setdefault(it.sha256, v)
             self._pending.append((Record(ref.id, v, meta), ref.id not in self.known))
         self._progress(len(self._batch))
         self._batch.clear()
@@ -231,16 +357,44 @@ class IngestJob:
         One transaction (and fsync) per commit, not per encoder batch: small encoder batches would
         otherwise spend a large share of the time syncing the disk."""
         if self._pending:
+            recs = [rec for rec, _ in self._pending]
+            for rec in recs:  # duplicates found for a pending record go in with it
+                paths = self._dups.pop(rec.id, None)
+                if paths:
+                    rec.metadata[DUPLICATES_KEY] = sorted(set(paths))
             try:
-                self.store.upsert([rec for rec, _ in self._pending])
+                self.store.upsert(recs)
             except BaseException:
                 self._store_failed = True
                 raise
             added = sum(1 for _, is_new in self._pending if is_new)
             self.report.added += added
             self.report.updated += len(self._pending) - added
+            for rec in recs:
+                h = rec.metadata.get(HASH_KEY)
+                if h is not None:
+                    self._by_hash[h] = rec.id
             self._pending.clear()
+            self._pending_vec.clear()
+            self._open_owner.clear()  # the batch is empty here, but after an interruption
+        self._list_duplicates()
         self._last_commit = time.monotonic()
+
+    def _list_duplicates(self) -> None:
+        """Add the duplicates found for stored records to their ``duplicates`` (metadata only)."""
+        if not self._dups:
+            return
+        owners = list(self._dups)
+        updates = {}
+        for rec in self.store.get(owners):
+            if rec is not None:
+                listed = rec.metadata.get(DUPLICATES_KEY) or []
+                merged = sorted(set(listed) | set(self._dups[rec.id]))
+                if merged != listed:
+                    updates[rec.id] = {DUPLICATES_KEY: merged}
+        if updates:
+            self.store.update_metadata(updates)
+        self._dups.clear()
 
     def _relabel_unchanged(self) -> None:
         """Label the unchanged items from their stored vectors: a metadata-only store update."""
@@ -254,19 +408,54 @@ class IngestJob:
                 self.store.update_metadata({r.id: e for r, e in zip(recs, extra)})
 
 
-def _held_pixels(window: Iterable[tuple[ImageRef, Future[Image.Image]]]) -> int:
+def _held_pixels(window: Iterable[tuple[ImageRef, Future[_Item]]]) -> int:
     total = 0
     for _, fut in window:
         if fut.done() and fut.exception() is None:
-            img = fut.result()
+            img = fut.result().image
             total += img.width * img.height
     return total
+
+
+def _read_small(path: Path) -> bytes | None:
+    """The file's bytes when it can be read whole (see ``READ_WHOLE_BYTES``), else None."""
+    try:
+        if path.stat().st_size > READ_WHOLE_BYTES:
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data or None
+
+
+def _hash_file(path: Path) -> str:
+    with path.open("rb") as fp:
+        return hashlib.file_digest(fp, "sha256").hexdigest()
+
+
+def _still_there(rec: Record) -> bool:
+    """Whether a stored record's file still exists (records without a path always count)."""
+    path = rec.metadata.get("path")
+    return not path or Path(str(path)).exists()
+
+
+def prune(store: VectorStore, root: Path, listed: Iterable[str]) -> int:
+    """Delete the records whose file (metadata ``path``) is inside ``root`` but gone: not among the
+    ``listed`` ids of this run and no longer on disk. Returns how many were deleted."""
+    inside = str(root).rstrip(os.sep) + os.sep
+    seen = set(listed)
+    gone = [
+        rid
+        for rid, path in store.values("path").items()
+        if rid not in seen and isinstance(path, str) and path.startswith(inside) and not os.path.lexists(path)
+    ]
+    return store.delete(gone) if gone else 0
 
 
 def ingest(refs: Iterable[ImageRef], encoder: Encoder, store: VectorStore, **options: Any) -> IngestReport:
     """Embed and store every ref that is not unchanged (see :class:`IngestJob` for the options).
 
-    ``known`` maps id -> stored fingerprint; ``annotate`` maps a batch of vectors to extra metadata
+    ``known`` maps id -> stored fingerprint; ``hashes`` id -> stored content hash; ``annotate`` maps a batch of vectors to extra metadata
     per item (e.g. zero-shot labels), applied to new items and, from their stored vectors, to
     unchanged ones. Records are written in one store transaction per ``commit_every`` items or
     ``commit_seconds``, whichever comes first: a crash loses at most that much work.

@@ -15,6 +15,7 @@ import click
 
 from ..engine import DEFAULT_COLLECTION, Engine, SearchResult
 from ..errors import ClipseekError
+from ..ingest import Dedup
 from ._util import fail_clean
 
 
@@ -85,6 +86,15 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
 @click.option(
     "--label-min-prob", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Keep labels at least this probable."
 )
+@click.option(
+    "--dedup",
+    type=click.Choice(["keep", "skip"]),
+    default="keep",
+    show_default=True,
+    help="Exact duplicates (same bytes): index each (keep), or index one and list the other paths "
+    "in its metadata 'duplicates' (skip).",
+)
+@click.option("--prune", is_flag=True, help="Also delete the records of files gone from the folders indexed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -100,12 +110,15 @@ def index(
     labels: str | None,
     label_top: int,
     label_min_prob: float,
+    dedup: Dedup,
+    prune: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Index image files and folders (recursive; jpg png webp bmp gif tiff; hidden files skipped).
 
-    Re-running adds only new or changed files; files that cannot be read are reported and skipped.
+    Re-running adds only new or changed files; a moved or renamed file reuses its stored vector;
+    files that cannot be read are reported and skipped.
     """
     from tqdm import tqdm
 
@@ -124,6 +137,8 @@ def index(
                 labels=labels,
                 label_top=label_top,
                 label_min_prob=label_min_prob,
+                dedup=dedup,
+                prune=prune,
             )
         finally:
             bar.close()
