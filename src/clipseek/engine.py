@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -40,6 +40,9 @@ from .plugins import get_registry
 from .sources import FolderSource, Source, source_for
 from .stores.base import VectorStore
 from .types import EncoderInfo, Hit, ImageRef, Record, as_unit_vectors
+
+if TYPE_CHECKING:
+    from .dedup import Group as DuplicateGroup
 
 FORMAT_VERSION = 1
 DEFAULT_STORE = "local"
@@ -340,6 +343,14 @@ class Collection:
             search_ms=(t2 - t1) * 1000,
             query_image=query.image,
         )
+
+    def near_duplicates(
+        self, threshold: float, *, neighbours: int = 10, on_progress: Callable[[int], None] | None = None
+    ) -> list[DuplicateGroup]:
+        """Groups of records whose vectors have cosine >= ``threshold`` (see :mod:`clipseek.dedup`)."""
+        from .dedup import near_duplicates
+
+        return near_duplicates(self.store, threshold, neighbours=neighbours, on_progress=on_progress)
 
     def info(self) -> dict[str, Any]:
         st = self.store.stats()

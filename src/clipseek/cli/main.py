@@ -414,10 +414,12 @@ def demo(obj: _Ctx, collection: str, out: str) -> None:
 
 def _attach_commands() -> None:
     from .classify import classify
+    from .dedup import dedup
     from .model import model
 
     cli.add_command(model)
     cli.add_command(classify)
+    cli.add_command(dedup)
 
 
 _attach_commands()
