@@ -1,15 +1,17 @@
 """Near-duplicate groups in a collection: ``clipseek dedup``.
 
-Each record's own stored vector is searched with the store's own search (HNSW on large local
+Each record's own stored vector is searched with the store's own search
+(:meth:`~clipseek.stores.base.VectorStore.neighbours`: many queries per call; HNSW on large local
 collections, exact below ``exact_below``), keeping the ``neighbours`` nearest other records with
 cosine >= the threshold; those pairs are joined with union-find into groups. So the cost is one
 k-NN query per record, never an O(n^2) pass over pairs. A group is connected by such pairs
 (single linkage): two members may be less similar to each other than the threshold, which is why
 every member's cosine to the group's first member is reported.
 
-Identical vectors tie at cosine 1 and ties are ordered by id, so every copy of a many-times copied
-image finds the same few lowest ids: all copies end up in one group even with a small
-``neighbours``.
+Identical vectors tie at cosine 1. An exact search orders ties by id, so every copy of a
+many-times copied image finds the same few lowest ids and all copies end up in one group even with
+a small ``neighbours``; the graph search returns some ``neighbours`` of the copies for each, which
+joins them in practice but is not guaranteed: raise ``neighbours`` for very large copy sets.
 """
 
 from __future__ import annotations
@@ -79,11 +81,10 @@ def near_duplicates(
     uf = _UnionFind()
     ids = sorted(store.ids())
     for i in range(0, len(ids), chunk):
-        for rec in store.get(ids[i : i + chunk]):
-            if rec is None:
-                continue  # deleted meanwhile
-            for hit in store.search(rec.vector, limit=neighbours, min_cosine=threshold, exclude=[rec.id]):
-                uf.union(rec.id, hit.id)
+        part = ids[i : i + chunk]
+        for rid, near in zip(part, store.neighbours(part, neighbours, min_cosine=threshold)):
+            for other, _cos in near:
+                uf.union(rid, other)
         if on_progress:
             on_progress(min(chunk, len(ids) - i))
     members: dict[str, list[str]] = {}

@@ -528,6 +528,26 @@ def test_values_of_one_key(make) -> None:  # type: ignore[no-untyped-def]
     assert st.values("_sha256") == {"b": "cd34"}
 
 
+def test_neighbours_are_each_records_own_search(make) -> None:  # type: ignore[no-untyped-def]
+    """``neighbours(ids)`` answers like ``search(own vector, exclude=[id])`` for each id."""
+    st = make()
+    recs = random_records(300, seed=3)
+    recs += [Record(f"copy{i}", recs[0].vector) for i in range(3)]  # ties at cosine 1: broken by id
+    st.upsert(recs)
+    st.delete(["r00007"])
+    ask = ["r00000", "copy1", "r00007", "nope", "r00150"]
+    got = st.neighbours(ask, 5, min_cosine=0.1)
+    assert got[2] == [] and got[3] == []
+    assert got[1][:3] == [("copy0", pytest.approx(1.0)), ("copy2", pytest.approx(1.0)), ("r00000", pytest.approx(1.0))]
+    for rid, near in zip(ask, got):
+        if rid in ("r00007", "nope"):
+            continue
+        v = st.get([rid])[0].vector
+        want = st.search(v, 5, min_cosine=0.1, exclude=[rid])
+        assert [i for i, _c in near] == [h.id for h in want]
+        assert [c for _i, c in near] == pytest.approx([h.cosine for h in want], abs=1e-5)
+
+
 def test_concurrent_searches(make) -> None:  # type: ignore[no-untyped-def]
     st = make()
     recs = random_records(1000, seed=8)
@@ -725,6 +745,29 @@ def test_local_hnsw_recall_filters_and_reopen(tmp_path: Path) -> None:
 
 
 @needs_local
+def test_local_neighbours_on_the_graph(tmp_path: Path) -> None:
+    """The batched graph path finds the exact nearest others (clustered data, high recall)."""
+    from clipseek.stores.local import LocalStore
+
+    recs = random_records(2000, seed=5)
+    st = LocalStore(tmp_path / "g", DIM, exact_below=0)
+    st.upsert(recs)
+    ids = [r.id for r in recs]
+    X = np.stack([r.vector / np.linalg.norm(r.vector) for r in recs])
+    got = st.neighbours(ids[:200], 5)
+    hit = 0
+    for i, near in enumerate(got):
+        s = X @ X[i]
+        s[i] = -2
+        want = [ids[j] for j in np.argsort(-s)[:5]]
+        hit += len(set(want) & {n for n, _c in near})
+        assert ids[i] not in {n for n, _c in near}
+        for n, c in near:
+            assert c == pytest.approx(float(X[ids.index(n)] @ X[i]), abs=1e-5)
+    assert hit / (200 * 5) >= 0.95
+    st.close()
+
+
 def test_local_stale_or_missing_index_is_caught_up(tmp_path: Path) -> None:
     n, dim = 3000, 32
     x = clustered(n + 500, dim, seed=14)

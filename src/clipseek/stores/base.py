@@ -91,6 +91,19 @@ class VectorStore(ABC):
                 out[rec.id] = str(rec.metadata["_fingerprint"])
         return out
 
+    def neighbours(
+        self, ids: Sequence[str], limit: int, min_cosine: float | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """For each of ``ids`` (an unknown id gets ``[]``): the nearest other records to its own
+        stored vector as (id, cosine), like ``search(vector, limit, min_cosine=..., exclude=[id])``
+        (and as approximate as the store's search). Stores override it to answer many queries at
+        once (``clipseek dedup`` asks it for every record)."""
+        out: list[list[tuple[str, float]]] = []
+        for rid, rec in zip(ids, self.get(list(ids))):
+            hits = [] if rec is None else self.search(rec.vector, limit, min_cosine=min_cosine, exclude=[rid])
+            out.append([(h.id, h.cosine) for h in hits])
+        return out
+
     def values(self, key: str) -> dict[str, Any]:
         """id -> ``metadata[key]`` for every record that has ``key`` (bookkeeping lookups such as
         content hashes, which must not load every vector). Stores override it with a cheap query."""
