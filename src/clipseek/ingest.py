@@ -12,7 +12,8 @@ Properties the rest of clipseek relies on:
   fingerprint are read. An item whose bytes are already stored (a moved or renamed file, a file
   touched but not changed, an exact duplicate) takes the stored vector instead of being encoded;
   with ``dedup="skip"`` an exact duplicate gets no record of its own: its path is listed in the
-  ``duplicates`` metadata of the record that holds those bytes;
+  ``duplicates`` metadata of the record that holds those bytes (having no record, hence no stored
+  fingerprint, it is read and hashed again on every run, which keeps the listing true);
 - decoding runs in a thread pool ahead of the encoder (PIL releases the GIL while decoding), so
   both cores stay busy. Memory is bounded by pixels: at most ``DECODE_PIXELS`` pixels are decoded at
   full size at once, and each image is reduced to the encoder's ``image_side`` as soon as it is
