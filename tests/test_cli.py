@@ -176,6 +176,7 @@ def test_search_and_info_work_while_another_engine_indexes(run, indexed, tmp_pat
 
 def test_image_grid_decodes_the_query_image_once(run, indexed, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import clipseek.engine
+    import clipseek.grid  # noqa: F401 - imported first, so the thumbnails of the hits are not counted
     import clipseek.images
 
     opened: list[str] = []
