@@ -10,7 +10,10 @@ Properties the rest of clipseek relies on:
 - decoding runs in a thread pool ahead of the encoder (PIL releases the GIL while decoding), so
   both cores stay busy. Memory is bounded by pixels: at most ``DECODE_PIXELS`` pixels are decoded at
   full size at once, and each image is reduced to the encoder's ``image_side`` as soon as it is
-  decoded, so the prefetch window (at most ``WINDOW_PIXELS``) and the batch hold only small images.
+  decoded, so the prefetch window (at most ``WINDOW_PIXELS``) and the batch hold only small images;
+- URL items are downloaded ahead of decoding by a :class:`~clipseek.downloads.DownloadStage`
+  (bounded concurrency, into a content-addressed cache on disk; see downloads.py), and decoded from
+  the cached file. A URL item's fingerprint is its URL, so a re-run skips it without a download.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
+from .downloads import DownloadStage, url_fingerprint
 from .encoders.base import Encoder
 from .errors import BadImage, ClipseekError
 from .images import SOURCE_SIZE, PixelBudget, load_image
+from .paths import default_data_dir
 from .stores.base import VectorStore
 from .types import ImageRef, Record
 
@@ -80,7 +85,10 @@ class IngestReport:
 
 
 def with_file_fingerprint(ref: ImageRef) -> ImageRef:
-    """A file ref without a fingerprint gets one from its size and mtime (so re-runs skip it)."""
+    """A file ref without a fingerprint gets one from its size and mtime, a URL ref its URL (so
+    re-runs skip them)."""
+    if ref.fingerprint is None and ref.url is not None:
+        return dataclasses.replace(ref, fingerprint=url_fingerprint(ref.url))
     if ref.fingerprint is not None or ref.path is None:
         return ref
     try:
@@ -114,6 +122,7 @@ class IngestJob:
         commit_every: int = 256,
         commit_seconds: float = 5.0,
         relabel_chunk: int = 512,
+        downloads: DownloadStage | None = None,
     ) -> None:
         self.encoder = encoder
         self.store = store
@@ -126,6 +135,8 @@ class IngestJob:
         self.commit_every = commit_every
         self.commit_seconds = commit_seconds
         self.relabel_chunk = relabel_chunk
+        # URL items: downloaded into the collection's cache (the engine passes it), else $CLIPSEEK_HOME's.
+        self.downloads = downloads or DownloadStage(default_data_dir() / "downloads")
         self._budget = PixelBudget(DECODE_PIXELS)
         self._batch: list[tuple[ImageRef, Image.Image]] = []
         self._pending: list[tuple[Record, bool]] = []  # (record, is new) encoded but not yet stored
@@ -137,7 +148,8 @@ class IngestJob:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="clipseek-load") as pool:
             try:
-                for ref, fut in self._prefetch(pool, self._changed(refs), depth=max(2 * self.batch_size, 8)):
+                loadable = self._downloaded(self._changed(refs))
+                for ref, fut in self._prefetch(pool, loadable, depth=max(2 * self.batch_size, 8)):
                     img = self._result(ref, fut)
                     if img is None:
                         continue
@@ -172,10 +184,19 @@ class IngestJob:
                 continue
             yield ref
 
+    def _downloaded(self, refs: Iterable[ImageRef]) -> Iterator[ImageRef]:
+        """The download stage: URL refs come out as refs to their cached files, in the order their
+        downloads finish; a failed download goes to the report (its reason key on the error)."""
+        for ref, error in self.downloads.run(refs):
+            if error is None:
+                yield ref
+            else:
+                self._fail(ref, error)
+
     def _load(self, ref: ImageRef) -> Image.Image:
         source = ref.path if ref.path is not None else ref.data
         if source is None:
-            raise BadImage(f"{ref.id}: URL sources are not supported yet")
+            raise BadImage(f"{ref.id}: no path or data to read (a URL item must pass the download stage)")
         return load_image(source, name=ref.id, fit=self.encoder.image_side, budget=self._budget)
 
     def _prefetch(
@@ -195,12 +216,17 @@ class IngestJob:
         """The decoded image, or None after recording why the item is skipped."""
         try:
             return fut.result()
-        except ClipseekError as e:
-            self.report.failed.append((ref.id, str(e).removeprefix(f"{ref.id}: ")))
         except Exception as e:  # noqa: BLE001 - one odd file must not stop a million-image job
-            self.report.failed.append((ref.id, f"unexpected error: {type(e).__name__}: {e}"))
-        self._progress(1)
+            self._fail(ref, e)
         return None
+
+    def _fail(self, ref: ImageRef, e: Exception) -> None:
+        if isinstance(e, ClipseekError):
+            self.report.failed.append((ref.id, str(e).removeprefix(f"{ref.id}: ")))
+        else:
+            self.report.failed.append((ref.id, f"unexpected error: {type(e).__name__}: {e}"))
+        self.downloads.release([ref.id])
+        self._progress(1)
 
     def _encode_batch(self) -> None:
         """Encode the batch into pending records; commit when enough are pending or time is up."""
@@ -236,6 +262,7 @@ class IngestJob:
             except BaseException:
                 self._store_failed = True
                 raise
+            self.downloads.release(rec.id for rec, _ in self._pending)
             added = sum(1 for _, is_new in self._pending if is_new)
             self.report.added += added
             self.report.updated += len(self._pending) - added
