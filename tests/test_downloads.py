@@ -330,3 +330,17 @@ def test_cli_passes_download_options(monkeypatch, tmp_path: Path) -> None:  # ty
     assert (seen["allow_private_urls"], seen["keep_downloads"], seen["download_concurrency"], seen["max_download_mb"]) == (
         True, False, 4, 2.5
     )
+
+
+def test_stopping_the_stage_cancels_downloads_in_flight(server: Server, tmp_path: Path) -> None:
+    """Ctrl-C or an encoder error closes the stage: a download blocked on a silent server (2 s here,
+    30 s read timeout) is woken at once, not waited for."""
+    patient = net.Limits(read_timeout=30.0, deadline=60.0)
+    stage = DownloadStage(tmp_path / "dl", limits=patient, concurrency=2, allow_private=True)
+    out = stage.run(_refs(server, ["/img/red/1.png", "/slow"]))
+    ref, error = next(out)
+    assert (ref.id, error) == (f"{server.base}/img/red/1.png", None)
+    time.sleep(0.2)  # /slow is now waiting for its headers
+    t0 = time.monotonic()
+    out.close()
+    assert time.monotonic() - t0 < 1.0 and server.hits["/slow"] == 1

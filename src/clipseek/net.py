@@ -30,6 +30,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -143,10 +144,14 @@ def looks_like_image(prefix: bytes) -> bool:
     Image.init()
     for fmt in Image.ID:
         accept = Image.OPEN[fmt][1]
-        if accept is not None:
+        if accept is None:
+            continue
+        try:
             accepted = accept(prefix)
-            if accepted and not isinstance(accepted, str):  # a str is Pillow's "maybe" warning
-                return True
+        except (IndexError, TypeError, ValueError):  # a check that wants more bytes than a tiny body has
+            continue
+        if accepted and not isinstance(accepted, str):  # a str is Pillow's "maybe" warning
+            return True
     return False
 
 
@@ -154,8 +159,9 @@ def _remaining() -> float:
     return _DEADLINE.get() - time.monotonic()
 
 
-def _transport(private_ok: bool, max_connections: int) -> httpx.BaseTransport:
-    """An httpx transport whose every TCP connection goes through :func:`_guarded_connect`."""
+def _transport(private_ok: bool, max_connections: int, sockets: weakref.WeakSet[socket.socket]) -> httpx.BaseTransport:
+    """An httpx transport whose every TCP connection goes through :func:`_guarded_connect` (and
+    is added to ``sockets``, so a cancel can wake reads blocked on them)."""
     import httpcore
     import httpx
     from httpcore._backends.sync import SyncStream
@@ -186,6 +192,7 @@ def _transport(private_ok: bool, max_connections: int) -> httpx.BaseTransport:
             except OSError as e:
                 raise httpcore.ConnectError(str(e)) from None
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sockets.add(sock)
             return GuardedStream(sock)
 
     transport = httpx.HTTPTransport(trust_env=False)  # no proxies: they would connect for us, unchecked
@@ -235,8 +242,9 @@ class Downloader:
         self.limits = limits or Limits()
         self.private_ok = private_urls_allowed(allow_private)
         self._stop = threading.Event()
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._client = httpx.Client(
-            transport=_transport(self.private_ok, max_connections),
+            transport=_transport(self.private_ok, max_connections, self._sockets),
             follow_redirects=False,  # followed in _attempt, each hop checked
             headers={"User-Agent": "clipseek", "Accept": "image/*", "Accept-Encoding": "identity"},
         )
@@ -347,8 +355,14 @@ class Downloader:
             raise DownloadError(f"{url}: not an image ({kind})", "not_an_image")
 
     def cancel(self) -> None:
-        """Stop every running download soon (between chunks, or instead of a retry's wait)."""
+        """Stop every running download now: waits end, blocked reads are woken (their sockets
+        shut down), and no download starts another attempt."""
         self._stop.set()
+        for sock in list(self._sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
 
     def close(self) -> None:
         self._client.close()
