@@ -18,10 +18,8 @@ failed), so originals do not pile up; with ``keep=True`` (the default) they stay
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import time
-import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -42,13 +40,16 @@ class _HashingFile:
     """A download sink writing to a file and hashing as it goes; ``reset`` starts over (a retry)."""
 
     def __init__(self, path: Path) -> None:
+        import hashlib  # here, not at module level: importing the engine stays cheap
+
         self.fp = path.open("wb")
-        self.sha = hashlib.sha256()
+        self._new = hashlib.sha256
+        self.sha = self._new()
 
     def reset(self) -> None:
         self.fp.seek(0)
         self.fp.truncate()
-        self.sha = hashlib.sha256()
+        self.sha = self._new()
 
     def write(self, data: bytes) -> None:
         self.fp.write(data)
@@ -66,6 +67,8 @@ class DownloadCache:
         return self.root / "objects" / digest[:2] / digest
 
     def _url_entry(self, url: str) -> Path:
+        import hashlib
+
         key = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
         return self.root / "urls" / key[:2] / key
 
@@ -85,7 +88,7 @@ class DownloadCache:
         if cached is not None:
             return cached, False
         self._tmp.mkdir(parents=True, exist_ok=True)
-        tmp = self._tmp / uuid.uuid4().hex
+        tmp = self._tmp / os.urandom(16).hex()
         try:
             sink = _HashingFile(tmp)
             try:
@@ -99,7 +102,7 @@ class DownloadCache:
             tmp.unlink(missing_ok=True)
         entry = self._url_entry(url)
         entry.parent.mkdir(parents=True, exist_ok=True)
-        entry_tmp = self._tmp / uuid.uuid4().hex
+        entry_tmp = self._tmp / os.urandom(16).hex()
         entry_tmp.write_text(path.name + "\n")
         os.replace(entry_tmp, entry)
         return path, True

@@ -22,10 +22,8 @@ key (:data:`DOWNLOAD_REASONS`). :func:`fetch_url` is the one-shot form a URL que
 from __future__ import annotations
 
 import contextvars
-import email.utils
 import ipaddress
 import os
-import random
 import socket
 import threading
 import time
@@ -258,6 +256,8 @@ class Downloader:
         """Stream ``url``'s body into ``sink`` (retrying as the limits say); return its size.
 
         Raises DownloadError naming the URL, the reason and, after retries, the attempts made."""
+        import random  # here, as httpx: not on a text query's path
+
         lim = self.limits
         deadline = time.monotonic() + lim.deadline
         token = _DEADLINE.set(deadline)
@@ -378,6 +378,8 @@ def _retry_after(value: str | None) -> float | None:
     """``Retry-After`` in seconds from now (delta-seconds or an HTTP date), or None."""
     if not value:
         return None
+    import email.utils  # here: it costs a text query's start about 10 ms
+
     value = value.strip()
     if value.isdigit():
         return float(value)
