@@ -80,6 +80,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif p == "/slow":  # headers only after 2 s: a read timeout
             time.sleep(2)
             self._send(RED)
+        elif p == "/silent":  # headers only after 5 s
+            time.sleep(5)
+            self._send(RED)
         elif p == "/huge":  # declared size over the limit
             self._send(RED + b"\0" * 300_000)
         elif p == "/huge-undeclared":  # no Content-Length: the limit must hold while streaming
@@ -333,14 +336,14 @@ def test_cli_passes_download_options(monkeypatch, tmp_path: Path) -> None:  # ty
 
 
 def test_stopping_the_stage_cancels_downloads_in_flight(server: Server, tmp_path: Path) -> None:
-    """Ctrl-C or an encoder error closes the stage: a download blocked on a silent server (2 s here,
+    """Ctrl-C or an encoder error closes the stage: a download blocked on a silent server (5 s here,
     30 s read timeout) is woken at once, not waited for."""
     patient = net.Limits(read_timeout=30.0, deadline=60.0)
     stage = DownloadStage(tmp_path / "dl", limits=patient, concurrency=2, allow_private=True)
-    out = stage.run(_refs(server, ["/img/red/1.png", "/slow"]))
+    out = stage.run(_refs(server, ["/img/red/1.png", "/silent"]))
     ref, error = next(out)
     assert (ref.id, error) == (f"{server.base}/img/red/1.png", None)
-    time.sleep(0.2)  # /slow is now waiting for its headers
+    time.sleep(0.2)  # /silent is now waiting for its headers
     t0 = time.monotonic()
     out.close()
-    assert time.monotonic() - t0 < 1.0 and server.hits["/slow"] == 1
+    assert time.monotonic() - t0 < 2.0 and server.hits["/silent"] == 1
