@@ -162,3 +162,39 @@ def test_redirects_are_checked_and_bounded(public_host, monkeypatch) -> None:  #
         net.fetch_url(f"http://{public_host}/loop/0")
     with pytest.raises(BadImage, match=r"only http:// and https:// URLs are supported \(redirected to file:///etc/passwd\)"):
         net.fetch_url(f"http://{public_host}/redirect-to/file:///etc/passwd")
+
+
+def test_https_keeps_the_overall_deadline(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """After the TLS handshake the stream must still be the guarded one: a dripping HTTPS server
+    is stopped at the deadline too (a self-signed certificate, trusted only here)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    import httpx
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    monkeypatch.setattr(httpx, "create_ssl_context", lambda *a, **k: ssl.create_default_context(cafile=str(cert)))
+    base = f"https://127.0.0.1:{srv.server_address[1]}"
+    try:
+        assert net.fetch_url(f"{base}/ok.png", allow_private=True) == PNG
+        t0 = time.monotonic()
+        with pytest.raises(DownloadError, match=rf"^{base}/drip: download took longer than 1 s$"):
+            net.fetch_url(f"{base}/drip", timeout=1.0, allow_private=True)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -173,6 +173,13 @@ def _transport(private_ok: bool, max_connections: int, sockets: weakref.WeakSet[
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
             super().write(buffer, _clamp(timeout, httpcore.WriteTimeout))
 
+        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+            # The TLS stream must stay guarded (deadline, cancel): wrap its socket again.
+            tls = super().start_tls(ssl_context, server_hostname, _clamp(timeout, httpcore.ConnectTimeout))
+            sock = tls.get_extra_info("socket")
+            sockets.add(sock)
+            return GuardedStream(sock)
+
     class GuardedBackend(httpcore.SyncBackend):
         def connect_tcp(
             self,
