@@ -251,6 +251,7 @@ class Downloader:
         self._client = httpx.Client(
             transport=_transport(self.private_ok, max_connections, self._sockets),
             follow_redirects=False,  # followed in _attempt, each hop checked
+            trust_env=False,  # no proxy or .netrc from the environment: nothing connects but the guard
             headers={"User-Agent": "clipseek", "Accept": "image/*", "Accept-Encoding": "identity"},
         )
 
