@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from . import filters
+from .downloads import DEFAULT_CONCURRENCY, DownloadStage
 from .encoders.base import Calibration, Encoder
 from .errors import (
     BadVector,
@@ -34,7 +35,7 @@ from .errors import (
 from .images import load_image
 from .ingest import HASH_KEY, Dedup, IngestReport, ingest
 from .ingest import prune as prune_gone
-from .net import fetch_url
+from .net import MAX_DOWNLOAD_BYTES, Limits, fetch_url
 from .paths import default_data_dir
 from .plugins import get_registry
 from .sources import FolderSource, Source, source_for
@@ -154,8 +155,17 @@ class Collection:
         label_min_prob: float = 0.0,
         dedup: Dedup = "keep",
         prune: bool = False,
+        allow_private_urls: bool | None = None,
+        keep_downloads: bool = True,
+        download_concurrency: int = DEFAULT_CONCURRENCY,
+        max_download_mb: float = MAX_DOWNLOAD_BYTES / 1e6,
     ) -> IngestReport:
         """Index a folder, an image file, a Source or ImageRefs. Unchanged items are skipped.
+
+        URL items (``ImageRef(url=...)``) are downloaded, ``download_concurrency`` at a time and at
+        most ``max_download_mb`` each, into the collection's ``downloads/`` cache; ``keep_downloads``
+        keeps the originals there (the record's ``path``) after indexing. Local and private
+        addresses are refused unless ``allow_private_urls`` (default: env ``CLIPSEEK_ALLOW_PRIVATE_URLS``).
 
         With ``labels``, each image also gets zero-shot labels in its metadata (``labels``: the
         ``label_top`` most probable of the candidates, ``label_probs``: their probabilities); items
@@ -189,6 +199,13 @@ class Collection:
             on_progress=on_progress,
             report=report,
             annotate=annotate,
+            downloads=DownloadStage(
+                self.path / "downloads",
+                limits=Limits(max_bytes=int(max_download_mb * 1e6)),
+                concurrency=download_concurrency,
+                allow_private=allow_private_urls,
+                keep=keep_downloads,
+            ),
         )
         if prune_root is not None:
             report.pruned = prune_gone(self.store, prune_root, (r.id for r in refs))

@@ -11,6 +11,7 @@ turn it into a clear message and a non-zero exit / 4xx answer without a tracebac
     ├── BadFilter                 a malformed filter, or one on a field the collection does not have
     ├── BadVector                 a query or stored vector of the wrong shape, dtype or values
     ├── BadImage                  an image that cannot be read (corrupt, empty, too large, not an image)
+    │   └── DownloadError         a URL that cannot be downloaded (with a reason key: http_404, timeout ...)
     ├── RecordNotFound            --like / get of an id that is not in the collection
     ├── CollectionDamaged         a collection file that is truncated, corrupt or unreadable (see `clipseek check`)
     └── ModelUnavailable          an encoder whose weights or packages are missing
@@ -61,3 +62,12 @@ class ModelUnavailable(ClipseekError):
 
 class CollectionDamaged(ClipseekError):
     """A collection's files are damaged or unreadable (the message names the file)."""
+
+
+class DownloadError(BadImage):
+    """A URL that could not be downloaded; ``reason`` is a short key (``http_404``, ``timeout`` ...,
+    see ``net.DOWNLOAD_REASONS``) the ingest report counts by."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -17,7 +17,10 @@ Properties the rest of clipseek relies on:
 - decoding runs in a thread pool ahead of the encoder (PIL releases the GIL while decoding), so
   both cores stay busy. Memory is bounded by pixels: at most ``DECODE_PIXELS`` pixels are decoded at
   full size at once, and each image is reduced to the encoder's ``image_side`` as soon as it is
-  decoded, so the prefetch window (at most ``WINDOW_PIXELS``) and the batch hold only small images.
+  decoded, so the prefetch window (at most ``WINDOW_PIXELS``) and the batch hold only small images;
+- URL items are downloaded ahead of decoding by a :class:`~clipseek.downloads.DownloadStage`
+  (bounded concurrency, into a content-addressed cache on disk; see downloads.py), and decoded from
+  the cached file. A URL item's fingerprint is its URL, so a re-run skips it without a download.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 import numpy as np
 from PIL import Image
 
+from .downloads import DownloadStage, url_fingerprint
 from .encoders.base import Encoder
 from .errors import BadImage, ClipseekError
 from .images import SOURCE_SIZE, PixelBudget, load_image
+from .paths import default_data_dir
 from .stores.base import VectorStore
 from .types import ImageRef, Record
 
@@ -113,7 +118,10 @@ class IngestReport:
 
 
 def with_file_fingerprint(ref: ImageRef) -> ImageRef:
-    """A file ref without a fingerprint gets one from its size and mtime (so re-runs skip it)."""
+    """A file ref without a fingerprint gets one from its size and mtime, a URL ref its URL (so
+    re-runs skip them)."""
+    if ref.fingerprint is None and ref.url is not None:
+        return dataclasses.replace(ref, fingerprint=url_fingerprint(ref.url))
     if ref.fingerprint is not None or ref.path is None:
         return ref
     try:
@@ -163,6 +171,7 @@ class IngestJob:
         commit_every: int = 256,
         commit_seconds: float = 5.0,
         relabel_chunk: int = 512,
+        downloads: DownloadStage | None = None,
     ) -> None:
         if dedup not in DEDUP_MODES:
             raise ClipseekError(f"dedup must be one of {', '.join(DEDUP_MODES)}, got {dedup!r}")
@@ -178,6 +187,8 @@ class IngestJob:
         self.commit_every = commit_every
         self.commit_seconds = commit_seconds
         self.relabel_chunk = relabel_chunk
+        # URL items: downloaded into the collection's cache (the engine passes it), else $CLIPSEEK_HOME's.
+        self.downloads = downloads or DownloadStage(default_data_dir() / "downloads")
         self._budget = PixelBudget(DECODE_PIXELS)
         self._batch: list[_Item] = []
         self._pending: list[tuple[Record, bool]] = []  # (record, is new) encoded but not yet stored
@@ -197,7 +208,8 @@ class IngestJob:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="clipseek-load") as pool:
             try:
-                for ref, fut in self._prefetch(pool, self._changed(refs), depth=max(2 * self.batch_size, 8)):
+                loadable = self._downloaded(self._changed(refs))
+                for ref, fut in self._prefetch(pool, loadable, depth=max(2 * self.batch_size, 8)):
                     item = self._result(ref, fut)
                     if item is None or self._listed_as_duplicate(item):
                         continue
@@ -234,6 +246,15 @@ class IngestJob:
                 continue
             yield ref
 
+    def _downloaded(self, refs: Iterable[ImageRef]) -> Iterator[ImageRef]:
+        """The download stage: URL refs come out as refs to their cached files, in the order their
+        downloads finish; a failed download goes to the report (its reason key on the error)."""
+        for ref, error in self.downloads.run(refs):
+            if error is None:
+                yield ref
+            else:
+                self._fail(ref, error)
+
     def _load(self, ref: ImageRef) -> _Item:
         """Decode the item and hash its bytes, reading a file once (see ``READ_WHOLE_BYTES``)."""
         fit, budget = self.encoder.image_side, self._budget
@@ -244,7 +265,7 @@ class IngestJob:
                 return _Item(ref, img, _hash_file(ref.path))
             return _Item(ref, load_image(data, name=ref.id, fit=fit, budget=budget), hashlib.sha256(data).hexdigest())
         if ref.data is None:
-            raise BadImage(f"{ref.id}: URL sources are not supported yet")
+            raise BadImage(f"{ref.id}: no path or data to read (a URL item must pass the download stage)")
         img = load_image(ref.data, name=ref.id, fit=fit, budget=budget)
         return _Item(ref, img, hashlib.sha256(ref.data).hexdigest())
 
@@ -265,11 +286,8 @@ class IngestJob:
         """The loaded item, or None after recording why it is skipped."""
         try:
             return fut.result()
-        except ClipseekError as e:
-            self.report.failed.append((ref.id, str(e).removeprefix(f"{ref.id}: ")))
         except Exception as e:  # noqa: BLE001 - one odd file must not stop a million-image job
-            self.report.failed.append((ref.id, f"unexpected error: {type(e).__name__}: {e}"))
-        self._progress(1)
+            self._fail(ref, e)
         return None
 
     def _listed_as_duplicate(self, item: _Item) -> bool:
@@ -325,6 +343,14 @@ class IngestJob:
                     vecs[i] = v
         return np.stack([v for v in vecs if v is not None])
 
+    def _fail(self, ref: ImageRef, e: Exception) -> None:
+        if isinstance(e, ClipseekError):
+            self.report.failed.append((ref.id, str(e).removeprefix(f"{ref.id}: ")))
+        else:
+            self.report.failed.append((ref.id, f"unexpected error: {type(e).__name__}: {e}"))
+        self.downloads.release([ref.id])
+        self._progress(1)
+
     def _encode_batch(self) -> None:
         """Encode the batch into pending records; commit when enough are pending or time is up."""
         if not self._batch:
@@ -368,6 +394,7 @@ class IngestJob:
             except BaseException:
                 self._store_failed = True
                 raise
+            self.downloads.release(rec.id for rec, _ in self._pending)
             added = sum(1 for _, is_new in self._pending if is_new)
             self.report.added += added
             self.report.updated += len(self._pending) - added

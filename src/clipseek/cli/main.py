@@ -95,6 +95,25 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
     "in its metadata 'duplicates' (skip).",
 )
 @click.option("--prune", is_flag=True, help="Also delete the records of files gone from the folders indexed.")
+@click.option(
+    "--allow-private-urls",
+    is_flag=True,
+    default=None,
+    help="Let URL items reach loopback, link-local or private addresses [env CLIPSEEK_ALLOW_PRIVATE_URLS=1].",
+)
+@click.option(
+    "--keep-downloads/--no-keep-downloads",
+    default=True,
+    show_default=True,
+    help="Keep downloaded originals in the collection (for grids), or delete each once it is indexed.",
+)
+@click.option(
+    "--download-concurrency", type=click.IntRange(1, 256), default=16, show_default=True, help="Parallel URL downloads."
+)
+@click.option(
+    "--max-download-mb", type=click.FloatRange(0, min_open=True), default=50.0, show_default=True,
+    help="Largest download accepted, in MB.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -112,6 +131,10 @@ def index(
     label_min_prob: float,
     dedup: Dedup,
     prune: bool,
+    allow_private_urls: bool | None,
+    keep_downloads: bool,
+    download_concurrency: int,
+    max_download_mb: float,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -139,6 +162,10 @@ def index(
                 label_min_prob=label_min_prob,
                 dedup=dedup,
                 prune=prune,
+                allow_private_urls=allow_private_urls or None,
+                keep_downloads=keep_downloads,
+                download_concurrency=download_concurrency,
+                max_download_mb=max_download_mb,
             )
         finally:
             bar.close()
