@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,8 +32,10 @@ from .errors import (
     EncoderMismatch,
     RecordNotFound,
 )
+from .failures import Failure
 from .images import load_image
 from .ingest import IngestReport, ingest
+from .manifest import Columns
 from .net import fetch_url
 from .paths import default_data_dir
 from .plugins import get_registry
@@ -148,32 +151,86 @@ class Collection:
         labels: str | Sequence[str] | None = None,
         label_top: int = 1,
         label_min_prob: float = 0.0,
+        columns: Columns | None = None,
+        report: IngestReport | None = None,
     ) -> IngestReport:
-        """Index a folder, an image file, a Source or ImageRefs. Unchanged items are skipped.
+        """Index a folder, an image file, a manifest (see :func:`clipseek.sources.source_for`),
+        a Source or ImageRefs. Unchanged items are skipped.
+
+        ``columns`` names a manifest's image, caption and id columns (default: detected).
+        ``report`` may be passed in to watch its live ``counts`` from ``on_progress``; the run
+        is also recorded in ``last_run.json`` (see :meth:`last_run`). ``on_total`` is called with
+        the number of items when the source can tell cheaply.
 
         With ``labels``, each image also gets zero-shot labels in its metadata (``labels``: the
         ``label_top`` most probable of the candidates, ``label_probs``: their probabilities); items
         already indexed and unchanged are relabelled from their stored vectors, without re-encoding.
         """
-        src = source_for(target) if isinstance(target, (str, Path)) else target
-        refs = list(src)
+        src = source_for(target, columns) if isinstance(target, (str, Path)) else target
         if on_total:
-            on_total(len(refs))
-        report = IngestReport()
-        report.failed.extend(getattr(src, "problems", []))
+            total = _count(src)
+            if total is not None:
+                on_total(total)
+        report = report if report is not None else IngestReport()
         encoder = self.encoder
         annotate = self._labeller(labels, label_top, label_min_prob) if labels else None
-        return ingest(
-            refs,
-            encoder,
-            self.store,
-            batch_size=batch_size,
-            workers=workers or (os.cpu_count() or 2),
-            known=self.store.fingerprints(),
-            on_progress=on_progress,
-            report=report,
-            annotate=annotate,
-        )
+        finished = False
+        known = self.store.fingerprints()
+        try:
+            ingest(
+                src,  # streamed: a 10-million-row manifest is never held
+                encoder,
+                self.store,
+                batch_size=batch_size,
+                workers=workers or (os.cpu_count() or 2),
+                known=known,
+                on_progress=on_progress,
+                report=report,
+                annotate=annotate,
+            )
+            finished = True
+        finally:
+            # The source's own findings (bad rows, unreadable folders) are complete once it is read.
+            for f in getattr(src, "problems", []):
+                report.fail(*Failure(*f))
+            duplicates = getattr(src, "duplicates", [])
+            report.duplicates.extend(duplicates)
+            # A repeated new id was counted as added once per row: its later rows updated it.
+            for rid, rows in duplicates:
+                if rid not in known:
+                    moved = min(len(rows) - 1, report.added)
+                    report.added -= moved
+                    report.updated += moved
+            self._record_run(target, report, finished)
+        return report
+
+    def _record_run(self, target: object, report: IngestReport, finished: bool) -> None:
+        """Remember the last index run in ``last_run.json`` (for ``info``), written atomically."""
+        run = {
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": str(target) if isinstance(target, (str, Path)) else type(target).__name__,
+            "completed": finished,
+            "added": report.added,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "failed": len(report.failed),
+            "failed_by_reason": report.by_reason(),
+            "seconds": round(report.seconds, 3),
+        }
+        tmp = self.path / "last_run.json.tmp"
+        try:
+            tmp.write_text(json.dumps(run, ensure_ascii=False, indent=2))
+            os.replace(tmp, self.path / "last_run.json")
+        except OSError:
+            pass  # bookkeeping for `info`: never the reason an index run fails
+
+    def last_run(self) -> dict[str, Any] | None:
+        """What the last index run into this collection did (None before the first)."""
+        try:
+            run = json.loads((self.path / "last_run.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return run if isinstance(run, dict) else None
 
     def _labeller(
         self, labels: str | Sequence[str], top: int, min_prob: float
@@ -336,6 +393,7 @@ class Collection:
             "disk_bytes": _du(self.path),
             "created_at": self.config.get("created_at"),
             "fields": self.fields(),
+            "last_run": self.last_run(),
         }
 
     def check(self) -> dict[str, Any]:
@@ -364,6 +422,15 @@ def check_encoder(collection: str, built: EncoderInfo, now: EncoderInfo) -> None
             f"version {built.version}) but the encoder is now {now.name} ({now.model_id}, {now.dim}-d, "
             f"version {now.version}); re-index into a new collection to use it"
         )
+
+
+def _count(src: object) -> int | None:
+    """The number of items of a source when it is cheap to know (never by listing a stream)."""
+    if isinstance(src, Sized):
+        return len(src)
+    count = getattr(src, "count", None)
+    n = count() if callable(count) else None
+    return n if isinstance(n, int) else None
 
 
 def _du(path: Path) -> int:

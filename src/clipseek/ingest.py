@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +28,7 @@ from PIL import Image
 
 from .encoders.base import Encoder
 from .errors import BadImage, ClipseekError
+from .failures import Failure, reason_of
 from .images import SOURCE_SIZE, PixelBudget, load_image
 from .stores.base import VectorStore
 from .types import ImageRef, Record
@@ -44,13 +45,28 @@ Annotate = Callable[[np.ndarray], list[dict[str, Any]]]
 
 @dataclass
 class IngestReport:
-    """What an index run did. ``failed`` lists (id, reason) for every item that was skipped."""
+    """What an index run did. ``failed`` lists a :class:`~clipseek.failures.Failure` (id, message,
+    reason key, source) for every item that was skipped; ``duplicates`` the ids a manifest repeats
+    (id, row numbers: the last row wins).
+
+    ``counts`` are the live counters a progress display shows while the job runs: ``encoded``,
+    ``unchanged``, ``failed``, and whatever a loader adds with :meth:`count` (``downloaded``)."""
 
     added: int = 0
     updated: int = 0
     unchanged: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    duplicates: list[tuple[str, list[int]]] = field(default_factory=list)
     seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def fail(self, id: str, message: str, reason: str, source: str = "") -> None:
+        """Record a skipped item (``reason``: a key of :data:`clipseek.failures.REASONS`)."""
+        self.failed.append(Failure(id, message, reason, source))
+        self.count("failed")
 
     @property
     def embedded(self) -> int:
@@ -60,19 +76,29 @@ class IngestReport:
     def rate(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
+    def by_reason(self) -> dict[str, int]:
+        """Failures per reason key, most frequent first."""
+        counts = Counter(Failure(*f).reason for f in self.failed)
+        return dict(counts.most_common())
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "added": self.added,
             "updated": self.updated,
             "unchanged": self.unchanged,
-            "failed": [{"id": i, "reason": r} for i, r in self.failed],
+            "failed": [Failure(*f).to_dict() for f in self.failed],
+            "failed_by_reason": self.by_reason(),
+            "duplicate_ids": [{"id": i, "rows": rows} for i, rows in self.duplicates],
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.rate, 2),
         }
 
     def summary(self) -> str:
         parts = [f"{self.added} added", f"{self.updated} updated", f"{self.unchanged} unchanged"]
-        parts.append(f"{len(self.failed)} failed")
+        failed = f"{len(self.failed)} failed"
+        if self.failed:
+            failed += " (" + ", ".join(f"{k} {n}" for k, n in self.by_reason().items()) + ")"
+        parts.append(failed)
         s = ", ".join(parts) + f" in {self.seconds:.1f}s"
         if self.embedded:
             s += f" ({self.rate:.1f} images/s)"
@@ -166,6 +192,7 @@ class IngestJob:
             ref = with_file_fingerprint(ref)
             if is_unchanged(ref, self.known):
                 self.report.unchanged += 1
+                self.report.count("unchanged")
                 if self.annotate is not None:
                     self._unchanged.append(ref.id)
                 self._progress(1)
@@ -193,12 +220,13 @@ class IngestJob:
 
     def _result(self, ref: ImageRef, fut: Future[Image.Image]) -> Image.Image | None:
         """The decoded image, or None after recording why the item is skipped."""
+        where = str(ref.path or ref.url or ref.metadata.get("shard") or "")
         try:
             return fut.result()
         except ClipseekError as e:
-            self.report.failed.append((ref.id, str(e).removeprefix(f"{ref.id}: ")))
+            self.report.fail(ref.id, str(e).removeprefix(f"{ref.id}: "), reason_of(e), where)
         except Exception as e:  # noqa: BLE001 - one odd file must not stop a million-image job
-            self.report.failed.append((ref.id, f"unexpected error: {type(e).__name__}: {e}"))
+            self.report.fail(ref.id, f"unexpected error: {type(e).__name__}: {e}", "other", where)
         self._progress(1)
         return None
 
@@ -220,6 +248,7 @@ class IngestJob:
             if ref.fingerprint is not None:
                 meta["_fingerprint"] = ref.fingerprint
             self._pending.append((Record(ref.id, v, meta), ref.id not in self.known))
+        self.report.count("encoded", len(self._batch))
         self._progress(len(self._batch))
         self._batch.clear()
         if len(self._pending) >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_seconds:
