@@ -292,3 +292,24 @@ def test_text_cells_are_typed() -> None:
     assert [text_value(s) for s in ["12", "-3", "007", "1.5", "1e3", "", " x ", "2024-05-01 08:00", "2024-05-01"]] == [
         12, -3, "007", 1.5, 1000.0, None, "x", "2024-05-01T08:00:00", "2024-05-01"
     ]
+
+
+def test_captions_are_drawn_under_grid_thumbnails(run, pics, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    from PIL import Image
+
+    man = pics / "c.jsonl"
+    man.write_text(json.dumps({"image": "img/red.jpg", "caption": "CAPTION"}) + "\n")
+    index_json(run, str(man), "-c", "g")
+    run("search", "red", "-c", "g", "--grid", str(tmp_path / "g.png"))
+    # render_grid's layout: a 34 px title, 8 px padding, 200 px thumbnail, then two 18 px text lines
+    img = np.asarray(Image.open(tmp_path / "g.png").convert("L"))
+    top = 34 + 8 + 200 + 3
+    caption_band, empty_band = img[top + 18 : top + 36, 8:208], img[top + 36 : top + 44, 8:208]
+    assert empty_band.min() > 200
+    assert (caption_band < 128).sum() > 20  # dark text where the caption goes
+
+    from clipseek.grid import caption_of
+    from clipseek.types import Hit
+
+    assert caption_of(Hit("x", 0.5, {"caption": "a red car", "file_name": "red.jpg"})) == "a red car"
