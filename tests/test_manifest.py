@@ -313,3 +313,24 @@ def test_captions_are_drawn_under_grid_thumbnails(run, pics, tmp_path) -> None: 
     from clipseek.types import Hit
 
     assert caption_of(Hit("x", 0.5, {"caption": "a red car", "file_name": "red.jpg"})) == "a red car"
+
+
+def test_real_datasets_dataset_dict_gets_a_split_field(run, pics, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    datasets = pytest.importorskip("datasets")
+    img = pics / "img"
+
+    def part(names: list[str]):  # type: ignore[no-untyped-def]
+        return datasets.Dataset.from_dict(
+            {"image_url": [str(img / n) for n in names], "text": [n.split(".")[0] for n in names]}
+        )
+
+    datasets.DatasetDict({"train": part(["red.jpg", "green.png"]), "test": part(["blue.png"])}).save_to_disk(
+        str(tmp_path / "dd")
+    )
+    src = index_json(run, str(tmp_path / "dd"), "-c", "dd")
+    assert src["added"] == 3 and src["failed"] == []
+    hits = search_json(run, "dd")
+    assert {Path(k).name: (v["split"], v["caption"]) for k, v in hits.items()} == {
+        "red.jpg": ("train", "red"), "green.png": ("train", "green"), "blue.png": ("test", "blue")
+    }
+    assert set(search_json(run, "dd", "split=test")) == {str(img / "blue.png")}
