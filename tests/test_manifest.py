@@ -334,3 +334,18 @@ def test_real_datasets_dataset_dict_gets_a_split_field(run, pics, tmp_path) -> N
         "red.jpg": ("train", "red"), "green.png": ("train", "green"), "blue.png": ("test", "blue")
     }
     assert set(search_json(run, "dd", "split=test")) == {str(img / "blue.png")}
+
+
+def test_jsonl_columns_are_detected_beyond_the_first_object(pics) -> None:  # type: ignore[no-untyped-def]
+    from clipseek.sources import source_for
+
+    man = pics / "v.jsonl"
+    man.write_text('{"image": "img/red.jpg"}\n{"image": "img/blue.png", "id": "b", "caption": "blue"}\n')
+    refs = list(source_for(man))
+    assert [(Path(r.id).name, r.metadata.get("caption")) for r in refs] == [("red.jpg", None), ("b", "blue")]
+    assert [f.message for f in source_for(man).problems] == []
+    from clipseek.manifest import Columns
+
+    named = source_for(man, Columns(id="id"))
+    assert [r.id for r in named] == ["b"]
+    assert [f.message for f in named.problems] == [f"{man}: row 1, column 'id': empty id in column 'id'"]

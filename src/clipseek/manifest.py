@@ -166,6 +166,7 @@ class RowMapper:
         self.image = image
         self.caption = _pick(names, columns.caption, CAPTION_COLUMNS, "caption", file)
         self.id = _pick(names, columns.id, ID_COLUMNS, "id", file)
+        self.id_named = columns.id is not None
 
     def _value(self, v: Any) -> Any:
         return text_value(v) if self.text_cells and isinstance(v, str) else typed_value(v)
@@ -173,12 +174,14 @@ class RowMapper:
     def id_of(self, row: dict[str, Any], fallback_id: str) -> str:
         """The row's id, without touching the file system (the duplicate check's second pass).
 
-        Rows whose image is bytes and that have no id column get ``fallback_id`` (file and row)."""
+        Without an id (no id column, or an empty cell of a detected one) it is the path or URL;
+        rows whose image is bytes get ``fallback_id`` (file and row)."""
         if self.id is not None:
             v = row.get(self.id)
-            if v is None or str(v).strip() == "":
+            if v is not None and str(v).strip() != "":
+                return str(v).strip()
+            if self.id_named:  # the user said where ids are: a row without one is bad
                 raise BadRow(f"empty id in column {self.id!r}", self.id)
-            return str(v).strip()
         v = row.get(self.image)
         if isinstance(v, (bytes, bytearray)) or (isinstance(v, dict) and v.get("bytes")):
             return fallback_id
@@ -259,6 +262,7 @@ class ManifestSource:
         self.base = self.path.resolve().parent
         self.problems: list[Failure] = []
         self.duplicates: list[tuple[str, list[int]]] = []
+        self._second_pass = False
         self.mapper = RowMapper(self.file, self.base, self._names(), columns, text_cells=self.text_cells)
 
     # what a format provides
@@ -278,6 +282,8 @@ class ManifestSource:
         return f"{self.path.resolve()}#{rowno}"
 
     def _bad(self, rowno: int, message: str, column: str | None = None) -> None:
+        if self._second_pass:
+            return  # reported on the first pass already
         where = f"{self.file}: row {rowno}" + (f", column {column!r}" if column else "")
         self.problems.append(Failure(f"{self.file}:{rowno}", f"{where}: {message}", "bad_row", self.file))
 
@@ -303,13 +309,17 @@ class ManifestSource:
         if not again:
             return []
         rows: dict[str, list[int]] = {}
-        for rowno, row in self.rows():  # second pass, only when some id hash repeats
-            try:
-                rid = self.mapper.id_of(row, self._fallback_id(rowno))
-            except BadRow:
-                continue
-            if hash(rid) in again:
-                rows.setdefault(rid, []).append(rowno)
+        self._second_pass = True
+        try:
+            for rowno, row in self.rows():  # a second pass, only when some id hash repeats
+                try:
+                    rid = self.mapper.id_of(row, self._fallback_id(rowno))
+                except BadRow:
+                    continue
+                if hash(rid) in again:
+                    rows.setdefault(rid, []).append(rowno)
+        finally:
+            self._second_pass = False
         return [(rid, r) for rid, r in rows.items() if len(r) > 1]
 
 
@@ -367,17 +377,25 @@ class CsvSource(ManifestSource):
 
 
 class JsonLinesSource(ManifestSource):
-    """One JSON object per line; the columns are detected from the first object."""
+    """One JSON object per line; the columns are detected from the first 100 objects."""
 
     def _objects(self) -> Iterator[tuple[int, Any]]:
         with _open_text(self.path, self.file) as f:
             yield from _json_lines(f, self.file)
 
     def _names(self) -> list[str]:
+        """The keys of the first 100 objects (rows may leave out keys they have no value for)."""
+        names: dict[str, None] = {}
+        seen = 0
         for _, obj in self._objects():
             if isinstance(obj, dict):
-                return list(obj)
-        raise ManifestError(f"{self.file}: no JSON object in the manifest")
+                names.update(dict.fromkeys(obj))
+                seen += 1
+                if seen == 100:
+                    break
+        if not seen:
+            raise ManifestError(f"{self.file}: no JSON object in the manifest")
+        return list(names)
 
     def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
         for rowno, obj in self._objects():
