@@ -118,3 +118,22 @@ def test_reason_keys() -> None:
     assert reason_of(BadImage("x: corrupt or truncated image (broken data stream)")) == "corrupt_image"
     assert reason_of(Http404("x: HTTP 404")) == "http_404"
     assert reason_of(ValueError("something new")) == "other"
+
+
+def test_bad_rows_count_as_failed_while_the_job_runs(engine, tmp_path, make_image) -> None:  # type: ignore[no-untyped-def]
+    from clipseek.ingest import IngestReport
+
+    make_image(tmp_path / "red.png", COLORS["red"])
+    (tmp_path / "m.jsonl").write_text('{"image": "red.png"}\nnot json\n{"image": "red.png"}\n{"x": 1}\n')
+    col = engine.create("b", model="test-colors")
+    rep = IngestReport()
+    seen: list[int] = []
+    col.index(tmp_path / "m.jsonl", on_progress=lambda n: seen.append(rep.counts.get("failed", 0)), report=rep)
+    assert seen[-1] == 1  # the bad JSON on row 2 was counted before the last batch was encoded
+    assert rep.duplicates == [(str(tmp_path / "red.png"), [1, 3])]  # and its second pass reports nothing again
+    assert rep.counts["failed"] == 2, (rep.counts, rep.failed)
+    assert [f.reason for f in rep.failed] == ["bad_row", "bad_row"]
+    assert [f.message for f in rep.failed] == [
+        f"{tmp_path / 'm.jsonl'}: row 2: not valid JSON (Expecting value: line 1 column 1 (char 0))",
+        f"{tmp_path / 'm.jsonl'}: row 4, column 'image': no image path or URL in column 'image'",
+    ]

@@ -16,7 +16,7 @@ from collections.abc import Sized
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -176,9 +176,10 @@ class Collection:
         annotate = self._labeller(labels, label_top, label_min_prob) if labels else None
         finished = False
         known = self.store.fingerprints()
+        items = _CountingProblems(src, report)
         try:
             ingest(
-                src,  # streamed: a 10-million-row manifest is never held
+                items,  # streamed: a 10-million-row manifest is never held
                 encoder,
                 self.store,
                 batch_size=batch_size,
@@ -190,9 +191,11 @@ class Collection:
             )
             finished = True
         finally:
-            # The source's own findings (bad rows, unreadable folders) are complete once it is read.
-            for f in getattr(src, "problems", []):
-                report.fail(*Failure(*f))
+            # The source's own findings (bad rows, unreadable folders) are complete once it is read;
+            # the live counter already holds those seen before its last item.
+            problems = [Failure(*f) for f in getattr(src, "problems", [])]
+            report.failed.extend(problems)
+            report.count("failed", len(problems) - items.counted)
             duplicates = getattr(src, "duplicates", [])
             report.duplicates.extend(duplicates)
             # A repeated new id was counted as added once per row: its later rows updated it.
@@ -422,6 +425,22 @@ def check_encoder(collection: str, built: EncoderInfo, now: EncoderInfo) -> None
             f"version {built.version}) but the encoder is now {now.name} ({now.model_id}, {now.dim}-d, "
             f"version {now.version}); re-index into a new collection to use it"
         )
+
+
+class _CountingProblems:
+    """The source's items, while its skipped items (bad rows ...) go into the live 'failed'
+    counter; ``counted`` says how many it has counted so far."""
+
+    def __init__(self, src: Iterable[ImageRef], report: IngestReport) -> None:
+        self.src, self.report, self.counted = src, report, 0
+
+    def __iter__(self) -> Iterator[ImageRef]:
+        for ref in self.src:
+            problems = getattr(self.src, "problems", None)  # read each time: a source may rebind it
+            if problems is not None and len(problems) > self.counted:
+                self.report.count("failed", len(problems) - self.counted)
+                self.counted = len(problems)
+            yield ref
 
 
 def _count(src: object) -> int | None:
