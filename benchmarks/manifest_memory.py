@@ -89,7 +89,7 @@ def refs(root: Path, rows: int):  # type: ignore[no-untyped-def]
 
     for i in range(rows):
         p = (root / "img" / f"{i % 512}.png").resolve()
-        meta = {"caption": f"picture number {i}", "n": i, "tags": ["a", str(i % 7)], "path": str(p)}
+        meta = {"caption": f"picture number {i}", "n": i, "tags": ["a", str(i % 7)], "path": str(p), "file_name": p.name}
         yield ImageRef(id=f"row-{i}", path=p, metadata=meta)
 
 
