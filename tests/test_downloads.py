@@ -238,14 +238,16 @@ def _refs(server: Server, paths: list[str]) -> list[clipseek.ImageRef]:
 
 
 GOOD = ["/img/red/1.png", "/img/blue/2.png", "/img/green/3.png", "/flaky"]
-BAD = {"/missing": "HTTP 404 Not Found", "/page.html": "not an image (text/html)"}
+BAD = {"/missing": ("HTTP 404 Not Found", "http_404"), "/page.html": ("not an image (text/html)", "not_an_image")}
 
 
 def test_index_urls_then_rerun_downloads_nothing(engine, server: Server) -> None:  # type: ignore[no-untyped-def]
     c = engine.create("web", model="test-colors", store="local")
     rep = c.index(_refs(server, GOOD + list(BAD)), allow_private_urls=True)
     assert rep.added == 4
-    assert sorted(rep.failed) == sorted((f"{server.base}{p}", why) for p, why in BAD.items())
+    assert sorted(rep.failed) == sorted(
+        (f"{server.base}{p}", why, key, f"{server.base}{p}") for p, (why, key) in BAD.items()
+    )
     top = c.search("blue", top=1).hits[0]
     assert top.id == f"{server.base}/img/blue/2.png"
     meta = c.get(top.id)["metadata"]

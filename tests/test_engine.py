@@ -124,8 +124,11 @@ def test_bad_files_are_reported_and_the_rest_indexed(engine, tmp_path, make_imag
     (d / "truncated.jpg").write_bytes(good[: len(good) // 2])
     c = engine.create("mixed", model="test-colors", store=STORE)
     rep = c.index(d)
-    failed = dict((Path(i).name, r) for i, r in rep.failed)
+    failed = {Path(f.id).name: f.message for f in rep.failed}
     assert rep.added == 2 and c.count() == 2
+    assert {Path(f.id).name: f.reason for f in rep.failed} == {
+        "empty.jpg": "empty_file", "text.png": "not_an_image", "truncated.jpg": "corrupt_image"
+    }
     assert failed["empty.jpg"] == "empty file"
     assert failed["text.png"] == "not an image (unrecognised format)"
     assert failed["truncated.jpg"].startswith("corrupt or truncated image")
@@ -258,8 +261,8 @@ def test_unreadable_paths_give_clear_errors(engine, tmp_path) -> None:  # type: 
     c = engine.create("paths", model="test-colors", store=STORE)
     rep = c.index(clipseek.FileListSource([tmp_path / "folder.jpg", tmp_path / "gone.png"]))
     assert rep.added == 0 and c.count() == 0
-    reasons = {Path(i).name: r for i, r in rep.failed}
-    assert reasons == {"folder.jpg": "is a directory", "gone.png": "no such file"}
+    reasons = {Path(f.id).name: (f.message, f.reason) for f in rep.failed}
+    assert reasons == {"folder.jpg": ("is a directory", "not_a_file"), "gone.png": ("no such file", "missing_file")}
 
 
 def test_image_refs_from_python_resume_and_filter(engine, tmp_path, make_image) -> None:  # type: ignore[no-untyped-def]

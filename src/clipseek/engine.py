@@ -12,10 +12,11 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -32,9 +33,11 @@ from .errors import (
     EncoderMismatch,
     RecordNotFound,
 )
+from .failures import Failure
 from .images import load_image
 from .ingest import HASH_KEY, Dedup, IngestReport, ingest
 from .ingest import prune as prune_gone
+from .manifest import Columns
 from .net import MAX_DOWNLOAD_BYTES, Limits, fetch_url
 from .paths import default_data_dir
 from .plugins import get_registry
@@ -101,6 +104,13 @@ class Query:
     image: Image.Image | None = None
 
 
+def _remember_ids(refs: Iterable[ImageRef], seen: set[str]) -> Iterator[ImageRef]:
+    """Pass refs through, noting their ids (what ``prune`` must not delete)."""
+    for ref in refs:
+        seen.add(ref.id)
+        yield ref
+
+
 class Collection:
     """A named set of records built with one encoder. Get one from :meth:`Engine.collection`."""
 
@@ -159,8 +169,16 @@ class Collection:
         keep_downloads: bool = True,
         download_concurrency: int = DEFAULT_CONCURRENCY,
         max_download_mb: float = MAX_DOWNLOAD_BYTES / 1e6,
+        columns: Columns | None = None,
+        report: IngestReport | None = None,
     ) -> IngestReport:
-        """Index a folder, an image file, a Source or ImageRefs. Unchanged items are skipped.
+        """Index a folder, an image file, a manifest (see :func:`clipseek.sources.source_for`),
+        a Source or ImageRefs. Unchanged items are skipped.
+
+        ``columns`` names a manifest's image, caption and id columns (default: detected).
+        ``report`` may be passed in to watch its live ``counts`` from ``on_progress``; the run
+        is also recorded in ``last_run.json`` (see :meth:`last_run`). ``on_total`` is called with
+        the number of items when the source can tell cheaply.
 
         URL items (``ImageRef(url=...)``) are downloaded, ``download_concurrency`` at a time and at
         most ``max_download_mb`` each, into the collection's ``downloads/`` cache; ``keep_downloads``
@@ -174,42 +192,91 @@ class Collection:
         duplicates once and lists their paths in ``duplicates``. ``prune`` (folders only) then
         deletes the records of files inside the folder that are gone.
         """
-        src = source_for(target) if isinstance(target, (str, Path)) else target
+        src = source_for(target, columns) if isinstance(target, (str, Path)) else target
         prune_root: Path | None = None
         if prune:
             if not isinstance(src, FolderSource):
                 raise ClipseekError(f"{target}: --prune removes records of files gone from a folder; give a folder")
             prune_root = src.root
-        refs = list(src)
         if on_total:
-            on_total(len(refs))
-        report = IngestReport()
-        report.failed.extend(getattr(src, "problems", []))
+            total = _count(src)
+            if total is not None:
+                on_total(total)
+        report = report if report is not None else IngestReport()
         encoder = self.encoder
         annotate = self._labeller(labels, label_top, label_min_prob) if labels else None
-        report = ingest(
-            refs,
-            encoder,
-            self.store,
-            batch_size=batch_size,
-            workers=workers or (os.cpu_count() or 2),
-            known=self.store.fingerprints(),
-            hashes=self.store.values(HASH_KEY),
-            dedup=dedup,
-            on_progress=on_progress,
-            report=report,
-            annotate=annotate,
-            downloads=DownloadStage(
-                self.path / "downloads",
-                limits=Limits(max_bytes=int(max_download_mb * 1e6)),
-                concurrency=download_concurrency,
-                allow_private=allow_private_urls,
-                keep=keep_downloads,
-            ),
-        )
-        if prune_root is not None:
-            report.pruned = prune_gone(self.store, prune_root, (r.id for r in refs))
+        finished = False
+        known = self.store.fingerprints()
+        items = _CountingProblems(src, report)
+        seen: set[str] = set()  # the ids the source listed, for --prune
+        try:
+            ingest(
+                _remember_ids(items, seen) if prune_root is not None else items,  # streamed, never held
+                encoder,
+                self.store,
+                batch_size=batch_size,
+                workers=workers or (os.cpu_count() or 2),
+                known=known,
+                hashes=self.store.values(HASH_KEY),
+                dedup=dedup,
+                on_progress=on_progress,
+                report=report,
+                annotate=annotate,
+                downloads=DownloadStage(
+                    self.path / "downloads",
+                    limits=Limits(max_bytes=int(max_download_mb * 1e6)),
+                    concurrency=download_concurrency,
+                    allow_private=allow_private_urls,
+                    keep=keep_downloads,
+                ),
+            )
+            finished = True
+            if prune_root is not None:  # only after a whole listing: an interrupted run prunes nothing
+                report.pruned = prune_gone(self.store, prune_root, seen)
+        finally:
+            # The source's own findings (bad rows, unreadable folders) are complete once it is read;
+            # the live counter already holds those seen before its last item.
+            problems = [Failure(*f) for f in getattr(src, "problems", [])]
+            report.failed.extend(problems)
+            report.count("failed", len(problems) - items.counted)
+            repeated = getattr(src, "duplicates", [])
+            report.repeated_ids.extend(repeated)
+            # A repeated new id was counted as added once per row: its later rows updated it.
+            for rid, rows in repeated:
+                if rid not in known:
+                    moved = min(len(rows) - 1, report.added)
+                    report.added -= moved
+                    report.updated += moved
+            self._record_run(target, report, finished)
         return report
+
+    def _record_run(self, target: object, report: IngestReport, finished: bool) -> None:
+        """Remember the last index run in ``last_run.json`` (for ``info``), written atomically."""
+        run = {
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": str(target) if isinstance(target, (str, Path)) else type(target).__name__,
+            "completed": finished,
+            "added": report.added,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "failed": len(report.failed),
+            "failed_by_reason": report.by_reason(),
+            "seconds": round(report.seconds, 3),
+        }
+        tmp = self.path / "last_run.json.tmp"
+        try:
+            tmp.write_text(json.dumps(run, ensure_ascii=False, indent=2))
+            os.replace(tmp, self.path / "last_run.json")
+        except OSError:
+            pass  # bookkeeping for `info`: never the reason an index run fails
+
+    def last_run(self) -> dict[str, Any] | None:
+        """What the last index run into this collection did (None before the first)."""
+        try:
+            run = json.loads((self.path / "last_run.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return run if isinstance(run, dict) else None
 
     def _labeller(
         self, labels: str | Sequence[str], top: int, min_prob: float
@@ -380,6 +447,7 @@ class Collection:
             "disk_bytes": _du(self.path),
             "created_at": self.config.get("created_at"),
             "fields": self.fields(),
+            "last_run": self.last_run(),
         }
 
     def check(self) -> dict[str, Any]:
@@ -408,6 +476,31 @@ def check_encoder(collection: str, built: EncoderInfo, now: EncoderInfo) -> None
             f"version {built.version}) but the encoder is now {now.name} ({now.model_id}, {now.dim}-d, "
             f"version {now.version}); re-index into a new collection to use it"
         )
+
+
+class _CountingProblems:
+    """The source's items, while its skipped items (bad rows ...) go into the live 'failed'
+    counter; ``counted`` says how many it has counted so far."""
+
+    def __init__(self, src: Iterable[ImageRef], report: IngestReport) -> None:
+        self.src, self.report, self.counted = src, report, 0
+
+    def __iter__(self) -> Iterator[ImageRef]:
+        for ref in self.src:
+            problems = getattr(self.src, "problems", None)  # read each time: a source may rebind it
+            if problems is not None and len(problems) > self.counted:
+                self.report.count("failed", len(problems) - self.counted)
+                self.counted = len(problems)
+            yield ref
+
+
+def _count(src: object) -> int | None:
+    """The number of items of a source when it is cheap to know (never by listing a stream)."""
+    if isinstance(src, Sized):
+        return len(src)
+    count = getattr(src, "count", None)
+    n = count() if callable(count) else None
+    return n if isinstance(n, int) else None
 
 
 def _du(path: Path) -> int:

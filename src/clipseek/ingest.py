@@ -29,7 +29,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +42,7 @@ from PIL import Image
 from .downloads import DownloadStage, url_fingerprint
 from .encoders.base import Encoder
 from .errors import BadImage, ClipseekError
+from .failures import Failure, reason_of
 from .images import SOURCE_SIZE, PixelBudget, load_image
 from .paths import default_data_dir
 from .stores.base import VectorStore
@@ -70,7 +71,12 @@ DUPLICATES_KEY = "duplicates"
 
 @dataclass
 class IngestReport:
-    """What an index run did. ``failed`` lists (id, reason) for every item that was skipped."""
+    """What an index run did. ``failed`` lists a :class:`~clipseek.failures.Failure` (id, message,
+    reason key, source) for every item that was skipped; ``duplicates`` the ids a manifest repeats
+    (id, row numbers: the last row wins).
+
+    ``counts`` are the live counters a progress display shows while the job runs: ``encoded``,
+    ``unchanged``, ``failed``, and whatever a loader adds with :meth:`count` (``downloaded``)."""
 
     added: int = 0
     updated: int = 0
@@ -78,8 +84,18 @@ class IngestReport:
     reused: int = 0  # of added + updated: vectors taken from stored records with the same bytes
     duplicates: int = 0  # exact duplicates listed on another record instead of indexed (dedup="skip")
     pruned: int = 0  # records deleted because their file is gone (prune)
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    repeated_ids: list[tuple[str, list[int]]] = field(default_factory=list)  # an id on several manifest rows
     seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def fail(self, id: str, message: str, reason: str, source: str = "") -> None:
+        """Record a skipped item (``reason``: a key of :data:`clipseek.failures.REASONS`)."""
+        self.failed.append(Failure(id, message, reason, source))
+        self.count("failed")
 
     @property
     def embedded(self) -> int:
@@ -89,6 +105,11 @@ class IngestReport:
     def rate(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
+    def by_reason(self) -> dict[str, int]:
+        """Failures per reason key, most frequent first."""
+        counts = Counter(Failure(*f).reason for f in self.failed)
+        return dict(counts.most_common())
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "added": self.added,
@@ -97,14 +118,19 @@ class IngestReport:
             "reused": self.reused,
             "duplicates": self.duplicates,
             "pruned": self.pruned,
-            "failed": [{"id": i, "reason": r} for i, r in self.failed],
+            "failed": [Failure(*f).to_dict() for f in self.failed],
+            "failed_by_reason": self.by_reason(),
+            "duplicate_ids": [{"id": i, "rows": rows} for i, rows in self.repeated_ids],
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.rate, 2),
         }
 
     def summary(self) -> str:
         parts = [f"{self.added} added", f"{self.updated} updated", f"{self.unchanged} unchanged"]
-        parts.append(f"{len(self.failed)} failed")
+        failed = f"{len(self.failed)} failed"
+        if self.failed:
+            failed += " (" + ", ".join(f"{k} {n}" for k, n in self.by_reason().items()) + ")"
+        parts.append(failed)
         if self.reused:
             parts.append(f"{self.reused} vectors reused")
         if self.duplicates:
@@ -240,6 +266,7 @@ class IngestJob:
             ref = with_file_fingerprint(ref)
             if is_unchanged(ref, self.known):
                 self.report.unchanged += 1
+                self.report.count("unchanged")
                 if self.annotate is not None:
                     self._unchanged.append(ref.id)
                 self._progress(1)
@@ -344,10 +371,12 @@ class IngestJob:
         return np.stack([v for v in vecs if v is not None])
 
     def _fail(self, ref: ImageRef, e: Exception) -> None:
+        """Record why an item is skipped (its reason key from the error), and go on."""
+        where = str(ref.url or ref.path or ref.metadata.get("shard") or "")
         if isinstance(e, ClipseekError):
-            self.report.failed.append((ref.id, str(e).removeprefix(f"{ref.id}: ")))
+            self.report.fail(ref.id, str(e).removeprefix(f"{ref.id}: "), reason_of(e), where)
         else:
-            self.report.failed.append((ref.id, f"unexpected error: {type(e).__name__}: {e}"))
+            self.report.fail(ref.id, f"unexpected error: {type(e).__name__}: {e}", "other", where)
         self.downloads.release([ref.id])
         self._progress(1)
 
@@ -373,6 +402,7 @@ class IngestJob:
                 meta[HASH_KEY] = it.sha256
                 self._pending_vec.setdefault(it.sha256, v)
             self._pending.append((Record(ref.id, v, meta), ref.id not in self.known))
+        self.report.count("encoded", len(self._batch))
         self._progress(len(self._batch))
         self._batch.clear()
         if len(self._pending) >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_seconds:

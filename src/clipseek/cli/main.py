@@ -114,6 +114,15 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
     "--max-download-mb", type=click.FloatRange(0, min_open=True), default=50.0, show_default=True,
     help="Largest download accepted, in MB.",
 )
+@click.option("--image-column", help="Manifest column holding the image path or URL [default: image, path, url, image_url or file].")
+@click.option("--caption-column", help="Manifest column holding the caption, stored as 'caption' [default: caption or text].")
+@click.option("--id-column", help="Manifest column holding the record id [default: id; else the path, else the URL].")
+@click.option(
+    "--failures",
+    "failures_file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write every skipped item to this JSON Lines file (id, source, reason key, message).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -135,27 +144,39 @@ def index(
     keep_downloads: bool,
     download_concurrency: int,
     max_download_mb: float,
+    image_column: str | None,
+    caption_column: str | None,
+    id_column: str | None,
+    failures_file: str | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Index image files and folders (recursive; jpg png webp bmp gif tiff; hidden files skipped).
+    """Index image files and folders (recursive; jpg png webp bmp gif tiff; hidden files skipped),
+    or manifests: .csv .tsv .parquet .jsonl .json, .txt lists of paths or URLs, `-` for stdin,
+    Hugging Face datasets saved to disk, WebDataset .tar shards (or a folder of them).
 
-    Re-running adds only new or changed files; a moved or renamed file reuses its stored vector;
-    files that cannot be read are reported and skipped.
+    Re-running adds only new or changed items (a moved or renamed file reuses its stored vector);
+    items that cannot be read are reported (by reason) and skipped. The exit status is 0 when the
+    job ran, even with skipped items.
     """
     from tqdm import tqdm
 
+    from ..ingest import IngestReport
+    from ..manifest import Columns
+
+    columns = Columns(image=image_column, caption=caption_column, id=id_column)
     col = obj.engine.collection(collection, model=model, store=store)
     reports = []
     _interrupt_on_sigterm()
     for p in paths:
         bar = tqdm(desc=f"indexing {p}", unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+        rep = IngestReport()
         try:
-            rep = col.index(
+            col.index(
                 p,
                 batch_size=batch_size,
                 workers=workers,
-                on_progress=bar.update,
+                on_progress=functools.partial(_advance, bar, rep),
                 on_total=functools.partial(_set_total, bar),
                 labels=labels,
                 label_top=label_top,
@@ -166,21 +187,49 @@ def index(
                 keep_downloads=keep_downloads,
                 download_concurrency=download_concurrency,
                 max_download_mb=max_download_mb,
+                columns=columns,
+                report=rep,
             )
         finally:
             bar.close()
         reports.append((p, rep))
+    if failures_file:
+        _write_failures(failures_file, reports)
     if as_json:
         out = {"collection": collection, "count": col.count(), "sources": [{"path": p, **r.to_dict()} for p, r in reports]}
         click.echo(json.dumps(out, ensure_ascii=False, indent=2))
         return
     for p, rep in reports:
         click.echo(f"{p}: {rep.summary()}")
-        for item, reason in rep.failed[:50]:
-            click.echo(f"  skipped {item}: {reason}")
+        for f in rep.failed[:50]:
+            click.echo(f"  skipped {f[0]}: {f[1]}")
         if len(rep.failed) > 50:
-            click.echo(f"  ... and {len(rep.failed) - 50} more (use --json for the full list)")
+            click.echo(f"  ... and {len(rep.failed) - 50} more (use --failures FILE.jsonl or --json for the full list)")
+        if rep.repeated_ids:
+            shown = "; ".join(f"{i} (rows {', '.join(map(str, rows))})" for i, rows in rep.repeated_ids[:10])
+            more = f"; ... and {len(rep.repeated_ids) - 10} more" if len(rep.repeated_ids) > 10 else ""
+            click.echo(f"  {len(rep.repeated_ids)} ids appear more than once; the last row wins: {shown}{more}")
+    if failures_file:
+        click.echo(f"skipped items written to {failures_file}")
     click.echo(f"collection {collection!r} now holds {col.count()} images")
+
+
+def _advance(bar: Any, report: Any, n: int) -> None:
+    """Move the bar and show the live counters (encoded, unchanged, failed; downloaded for URLs)."""
+    bar.update(n)
+    bar.set_postfix(report.counts, refresh=False)
+
+
+def _write_failures(path: str, reports: list[tuple[str, Any]]) -> None:
+    """Every skipped item as one JSON object per line (id, source, reason, message)."""
+    from ..failures import Failure
+
+    tmp = Path(path + ".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for _, rep in reports:
+            for f in rep.failed:
+                out.write(json.dumps(Failure(*f).to_dict(), ensure_ascii=False) + "\n")
+    tmp.replace(path)
 
 
 def _interrupt_on_sigterm() -> None:
@@ -335,6 +384,18 @@ def info(obj: _Ctx, name: str | None, as_json: bool) -> None:
         )
         if name:
             click.echo(f"  path: {i['path']}\n  created: {i['created_at']}\n  fields: {', '.join(i['fields'])}")
+            click.echo(f"  last indexed: {_last_run_line(i.get('last_run'))}")
+
+
+def _last_run_line(run: dict[str, Any] | None) -> str:
+    if not run:
+        return "never"
+    reasons = ", ".join(f"{k} {n}" for k, n in run.get("failed_by_reason", {}).items())
+    line = (
+        f"{run['finished_at']} from {run['source']}: {run['added']} added, {run['updated']} updated, "
+        f"{run['unchanged']} unchanged, {run['failed']} failed" + (f" ({reasons})" if reasons else "")
+    )
+    return line if run.get("completed", True) else line + " (interrupted)"
 
 
 def _info_or_error(eng: Engine, name: str) -> dict[str, Any]:
