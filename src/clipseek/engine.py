@@ -171,6 +171,8 @@ class Collection:
         max_download_mb: float = MAX_DOWNLOAD_BYTES / 1e6,
         columns: Columns | None = None,
         report: IngestReport | None = None,
+        ray: str | None = None,
+        ray_plugins: Sequence[str] = (),
     ) -> IngestReport:
         """Index a folder, an image file, a manifest (see :func:`clipseek.sources.source_for`),
         a Source or ImageRefs. Unchanged items are skipped.
@@ -191,7 +193,14 @@ class Collection:
         An item whose bytes are already stored reuses that vector; ``dedup="skip"`` indexes exact
         duplicates once and lists their paths in ``duplicates``. ``prune`` (folders only) then
         deletes the records of files inside the folder that are gone.
+
+        With ``ray`` (a cluster address, or ``""`` for the cluster this process joined or a new
+        local one), items are loaded and encoded by Ray workers and written here, in the same
+        records (see :mod:`clipseek.ray_ingest`); ``ray_plugins`` names modules that register
+        encoders the workers would not find through entry points.
         """
+        if ray is not None and (labels or dedup != "keep"):
+            raise ClipseekError("--ray does not label or skip duplicates yet; run without --ray for --labels/--dedup skip")
         src = source_for(target, columns) if isinstance(target, (str, Path)) else target
         prune_root: Path | None = None
         if prune:
@@ -203,33 +212,51 @@ class Collection:
             if total is not None:
                 on_total(total)
         report = report if report is not None else IngestReport()
-        encoder = self.encoder
         annotate = self._labeller(labels, label_top, label_min_prob) if labels else None
         finished = False
         known = self.store.fingerprints()
         items = _CountingProblems(src, report)
         seen: set[str] = set()  # the ids the source listed, for --prune
+        listed = _remember_ids(items, seen) if prune_root is not None else items  # streamed, never held
+        downloads = DownloadStage(
+            self.path / "downloads",
+            limits=Limits(max_bytes=int(max_download_mb * 1e6)),
+            concurrency=download_concurrency,
+            allow_private=allow_private_urls,
+            keep=keep_downloads,
+        )
         try:
-            ingest(
-                _remember_ids(items, seen) if prune_root is not None else items,  # streamed, never held
-                encoder,
-                self.store,
-                batch_size=batch_size,
-                workers=workers or (os.cpu_count() or 2),
-                known=known,
-                hashes=self.store.values(HASH_KEY),
-                dedup=dedup,
-                on_progress=on_progress,
-                report=report,
-                annotate=annotate,
-                downloads=DownloadStage(
-                    self.path / "downloads",
-                    limits=Limits(max_bytes=int(max_download_mb * 1e6)),
-                    concurrency=download_concurrency,
-                    allow_private=allow_private_urls,
-                    keep=keep_downloads,
-                ),
-            )
+            if ray is not None:
+                from .ray_ingest import ray_ingest  # here: Ray is imported only when asked for
+
+                ray_ingest(
+                    listed,
+                    self.encoder_info,
+                    self.store,
+                    address=ray or None,
+                    plugins=ray_plugins,
+                    known=known,
+                    workers=workers,
+                    batch_size=batch_size,
+                    on_progress=on_progress,
+                    report=report,
+                    downloads=downloads,
+                )
+            else:
+                ingest(
+                    listed,
+                    self.encoder,
+                    self.store,
+                    batch_size=batch_size,
+                    workers=workers or (os.cpu_count() or 2),
+                    known=known,
+                    hashes=self.store.values(HASH_KEY),
+                    dedup=dedup,
+                    on_progress=on_progress,
+                    report=report,
+                    annotate=annotate,
+                    downloads=downloads,
+                )
             finished = True
             if prune_root is not None:  # only after a whole listing: an interrupted run prunes nothing
                 report.pruned = prune_gone(self.store, prune_root, seen)

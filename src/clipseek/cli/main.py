@@ -123,6 +123,23 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="Write every skipped item to this JSON Lines file (id, source, reason key, message).",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Load and encode on a Ray cluster (ADDRESS: auto, ray://host:10001; none: a new local one); "
+    "this process writes the store. Needs the [ray] extra; give it after the paths or as --ray=ADDRESS.",
+)
+@click.option(
+    "--ray-plugin",
+    "ray_plugins",
+    multiple=True,
+    metavar="MODULE",
+    help="A module the Ray workers register as a clipseek plugin (encoders not installed as entry points).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -148,6 +165,8 @@ def index(
     caption_column: str | None,
     id_column: str | None,
     failures_file: str | None,
+    ray_address: str | None,
+    ray_plugins: tuple[str, ...],
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -189,6 +208,8 @@ def index(
                 max_download_mb=max_download_mb,
                 columns=columns,
                 report=rep,
+                ray=ray_address,
+                ray_plugins=ray_plugins,
             )
         finally:
             bar.close()

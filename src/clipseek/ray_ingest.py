@@ -1,0 +1,275 @@
+"""Ingest on a Ray cluster (``clipseek index ... --ray [ADDRESS]``, ``Collection.index(ray=...)``).
+
+The same pipeline as :mod:`clipseek.ingest`, with loading and encoding spread over Ray workers:
+
+- the driver lists the source, skips unchanged items with the same rule (:func:`is_unchanged`),
+  downloads URL items with the same :class:`~clipseek.downloads.DownloadStage`, and hands the refs
+  (picklable dataclasses) to Ray Data in chunks of ``CHUNK``, so a source of any size streams;
+- each worker is a Ray Data actor holding one encoder, built from the collection's encoder name
+  (``get_registry().make_encoder``) and checked against it: it reads an item's bytes once, hashes
+  them (``_sha256``), decodes with :func:`~clipseek.images.load_image` reduced to the encoder's
+  ``image_side``, and encodes the batch. Decoding stays in the actor that encodes, so no decoded
+  pixels cross the object store; a bad item comes back as a row with its reason key;
+- only the driver writes the store (one writer per collection), with the store's atomic ``upsert``
+  every ``commit_every`` records, and once more on an interruption: crash safety and resume are
+  those of the plain pipeline, and the records (ids, vectors, metadata) are the same.
+
+Not here (refused by the engine): zero-shot labels and ``dedup="skip"``. Items whose bytes are
+already stored are encoded again rather than reusing the stored vector (the bytes are only read
+on a worker); the vector is the same.
+
+``ray`` is imported only when this module's functions run: the query path and the plain index
+path never load it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pickle
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .downloads import DownloadStage
+from .errors import BadImage, ClipseekError
+from .failures import reason_of
+from .ingest import HASH_KEY, IngestReport, is_unchanged, with_file_fingerprint
+from .stores.base import VectorStore
+from .types import EncoderInfo, ImageRef, Record
+
+if TYPE_CHECKING:
+    from .encoders.base import Encoder
+
+#: Refs handed to Ray Data as one dataset. Each dataset starts its own pool of model actors, so a
+#: chunk is large (minutes of work) and the driver never holds more refs than this.
+CHUNK = 20_000
+
+#: Images per Ray Data batch (one encoder call on a worker).
+BATCH = 32
+
+
+class RayNotInstalled(ClipseekError):
+    """``--ray`` without the ``ray`` extra."""
+
+
+class _Embedder:
+    """A Ray Data actor: one encoder per worker; turns a batch of pickled refs into vectors."""
+
+    def __init__(self, built: dict[str, Any], plugins: Sequence[str]) -> None:
+        from .engine import check_encoder
+        from .plugins import get_registry
+
+        for name in plugins:  # encoders registered in the driver's process only (tests, apps)
+            get_registry().register_plugin(importlib.import_module(name), name=name)
+        info = EncoderInfo.from_dict(built)
+        self.encoder: Encoder = get_registry().make_encoder(info.name)
+        check_encoder(info.name, info, self.encoder.info)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["ref"])
+        vectors = np.zeros((n, self.encoder.dim), dtype=np.float32)
+        sha = [""] * n
+        width, height = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        error, reason = [""] * n, [""] * n
+        images, good = [], []
+        for i, blob in enumerate(batch["ref"]):
+            ref: ImageRef = pickle.loads(blob)
+            try:
+                img, sha[i] = self._load(ref)
+            except Exception as e:  # noqa: BLE001 - one odd file must not stop the job
+                error[i], reason[i] = _failure(ref, e)
+                continue
+            from .images import SOURCE_SIZE
+
+            width[i], height[i] = img.info.get(SOURCE_SIZE, img.size)
+            images.append(img)
+            good.append(i)
+        if images:
+            vectors[good] = self.encoder.embed_images(images)
+        return {
+            "i": np.asarray(batch["i"]),
+            "vector": vectors,
+            "sha256": np.asarray(sha, dtype=object),
+            "width": width,
+            "height": height,
+            "error": np.asarray(error, dtype=object),
+            "reason": np.asarray(reason, dtype=object),
+        }
+
+    def _load(self, ref: ImageRef) -> tuple[Any, str]:
+        """Decode the item and hash its bytes, read once."""
+        from .images import load_image
+
+        if ref.path is not None:
+            try:
+                data = ref.path.read_bytes()
+            except OSError:
+                data = b""
+            if not data:  # missing, unreadable or empty: load_image names the problem
+                load_image(ref.path, name=ref.id)
+        elif ref.data is not None:
+            data = ref.data
+        else:
+            raise BadImage(f"{ref.id}: no path or data to read (a URL item must pass the download stage)")
+        img = load_image(data, name=ref.id, fit=self.encoder.image_side)
+        return img, hashlib.sha256(data).hexdigest()
+
+
+def _failure(ref: ImageRef, e: Exception) -> tuple[str, str]:
+    """(message, reason key) of a skipped item, as the plain pipeline reports them."""
+    if isinstance(e, ClipseekError):
+        return str(e).removeprefix(f"{ref.id}: "), reason_of(e)
+    return f"unexpected error: {type(e).__name__}: {e}", "other"
+
+
+def connect(address: str | None) -> Any:
+    """The ``ray`` module, connected: to ``address`` (``auto``, ``ray://host:port``), to the
+    cluster this process already joined, or to a new local one."""
+    try:
+        import ray
+    except ImportError:
+        raise RayNotInstalled('--ray needs Ray: pip install "clipseek[ray]"') from None
+    if not ray.is_initialized():
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # clipseek's own bar counts the items
+    ctx.execution_options.preserve_order = True  # a manifest's repeated id: the last row wins, as in a plain run
+    return ray
+
+
+class RayIngestJob:
+    """One index run on Ray; :meth:`run` does it and returns the report (see the module docstring)."""
+
+    def __init__(
+        self,
+        built: EncoderInfo,
+        store: VectorStore,
+        *,
+        address: str | None = None,
+        plugins: Sequence[str] = (),
+        known: dict[str, str] | None = None,
+        workers: int | None = None,
+        batch_size: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
+        report: IngestReport | None = None,
+        commit_every: int = 256,
+        commit_seconds: float = 5.0,
+        downloads: DownloadStage,
+    ) -> None:
+        self.built = built
+        self.store = store
+        self.address = address
+        self.plugins = list(plugins)
+        self.known = known or {}
+        self.workers = workers
+        self.batch_size = batch_size or BATCH
+        self.on_progress = on_progress
+        self.report = report or IngestReport()
+        self.commit_every = commit_every
+        self.commit_seconds = commit_seconds
+        self.downloads = downloads
+        self._pending: list[tuple[Record, bool]] = []
+        self._last_commit = time.monotonic()
+
+    def run(self, refs: Iterable[ImageRef]) -> IngestReport:
+        ray = connect(self.address)
+        workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        t0 = time.perf_counter()
+        try:
+            chunk: list[ImageRef] = []
+            for ref in self._downloaded(self._changed(refs)):
+                chunk.append(ref)
+                if len(chunk) >= CHUNK:
+                    self._run_chunk(ray, chunk, workers)
+                    chunk = []
+            self._run_chunk(ray, chunk, workers)
+        finally:
+            self._commit()  # also on Ctrl-C: keep what is encoded, the next run resumes after it
+        self.store.flush()
+        self.report.seconds += time.perf_counter() - t0
+        return self.report
+
+    def _progress(self, n: int) -> None:
+        if self.on_progress:
+            self.on_progress(n)
+
+    def _changed(self, refs: Iterable[ImageRef]) -> Iterator[ImageRef]:
+        for ref in refs:
+            ref = with_file_fingerprint(ref)
+            if is_unchanged(ref, self.known):
+                self.report.unchanged += 1
+                self.report.count("unchanged")
+                self._progress(1)
+                continue
+            yield ref
+
+    def _downloaded(self, refs: Iterable[ImageRef]) -> Iterator[ImageRef]:
+        for ref, error in self.downloads.run(refs):
+            if error is None:
+                yield ref
+            else:
+                msg, reason = _failure(ref, error)
+                self._fail(ref, msg, reason)
+
+    def _fail(self, ref: ImageRef, message: str, reason: str) -> None:
+        self.report.fail(ref.id, message, reason, str(ref.url or ref.path or ref.metadata.get("shard") or ""))
+        self.downloads.release([ref.id])
+        self._progress(1)
+
+    def _run_chunk(self, ray: Any, chunk: list[ImageRef], workers: int) -> None:
+        if not chunk:
+            return
+        ds = ray.data.from_items([{"i": i, "ref": pickle.dumps(ref)} for i, ref in enumerate(chunk)])
+        ds = ds.map_batches(
+            _Embedder,
+            fn_constructor_kwargs={"built": self.built.to_dict(), "plugins": self.plugins},
+            batch_size=self.batch_size,
+            batch_format="numpy",
+            concurrency=workers,
+            num_cpus=1,
+        )
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            self._take(chunk, batch)
+
+    def _take(self, chunk: list[ImageRef], batch: dict[str, np.ndarray]) -> None:
+        """Turn a batch of worker results into pending records (metadata as in the plain run)."""
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        encoded = 0
+        for k, i in enumerate(batch["i"]):
+            ref = chunk[int(i)]
+            if batch["error"][k]:
+                self._fail(ref, str(batch["error"][k]), str(batch["reason"][k]))
+                continue
+            meta = dict(ref.metadata)
+            meta.setdefault("width", int(batch["width"][k]))
+            meta.setdefault("height", int(batch["height"][k]))
+            meta["indexed_at"] = now
+            if ref.fingerprint is not None:
+                meta["_fingerprint"] = ref.fingerprint
+            meta[HASH_KEY] = str(batch["sha256"][k])
+            self._pending.append((Record(ref.id, np.asarray(batch["vector"][k]), meta), ref.id not in self.known))
+            encoded += 1
+        self.report.count("encoded", encoded)
+        self._progress(encoded)
+        if len(self._pending) >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_seconds:
+            self._commit()
+
+    def _commit(self) -> None:
+        """Write the pending records in one atomic store upsert (the driver is the only writer)."""
+        self._last_commit = time.monotonic()
+        if not self._pending:
+            return
+        self.store.upsert([rec for rec, _ in self._pending])
+        self.downloads.release(rec.id for rec, _ in self._pending)
+        added = sum(1 for _, is_new in self._pending if is_new)
+        self.report.added += added
+        self.report.updated += len(self._pending) - added
+        self._pending.clear()
+
+
+def ray_ingest(refs: Iterable[ImageRef], built: EncoderInfo, store: VectorStore, **options: Any) -> IngestReport:
+    """Embed and store every ref that is not unchanged, on Ray (see :class:`RayIngestJob`)."""
+    return RayIngestJob(built, store, **options).run(refs)

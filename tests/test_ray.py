@@ -1,0 +1,134 @@
+"""Ingest on Ray (``index --ray``) builds the same collection as the plain pipeline.
+
+A local Ray cluster (2 CPUs) is started once for the module; its workers get this folder on their
+path so they can register the test encoder (``_ray_colors``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+import ray
+from click.testing import CliRunner
+from PIL import Image
+
+import clipseek
+from clipseek.cli import cli
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    path = os.pathsep.join([str(TESTS), *(p for p in sys.path if p)])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def mixed_dir(tmp_path: Path, make_image) -> Path:  # type: ignore[no-untyped-def]
+    d = tmp_path / "mixed"
+    rng = np.random.default_rng(7)
+    for i in range(40):
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        make_image(d / f"sub{i % 3}" / f"img{i:02d}.{'jpg' if i % 2 else 'png'}", color, size=(64 + i, 48))
+    make_image(d / "big.jpg", (10, 120, 200), size=(2000, 1500))  # reduced on decode
+    (d / "empty.png").write_bytes(b"")
+    (d / "not-image.jpg").write_bytes(b"this is text, not a JPEG")
+    whole = (d / "sub0" / "img00.png").read_bytes()
+    (d / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    return d
+
+
+def _records(col: clipseek.Collection) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+    ids = sorted(col.store.ids())
+    out = {}
+    for rec in col.store.get(ids):
+        assert rec is not None
+        meta = {k: v for k, v in rec.metadata.items() if k != "indexed_at"}  # the time of each run
+        out[rec.id] = (np.asarray(rec.vector), meta)
+    return out
+
+
+def _failures(rep: clipseek.IngestReport) -> list[tuple[str, str]]:
+    return sorted((f.id, f.reason) for f in rep.failed)
+
+
+def test_ray_builds_the_same_collection_and_resumes(ray_cluster, engine, mixed_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    plain = engine.collection("plain", model="test-colors")
+    via_ray = engine.collection("viaray", model="test-colors")
+    plain_rep = plain.index(mixed_dir)
+    ray_rep = via_ray.index(mixed_dir, ray="", ray_plugins=["_ray_colors"])
+
+    bad = {
+        str((mixed_dir / "empty.png").resolve()): "empty_file",
+        str((mixed_dir / "not-image.jpg").resolve()): "not_an_image",
+        str((mixed_dir / "truncated.png").resolve()): "corrupt_image",
+    }
+    assert _failures(ray_rep) == sorted(bad.items()) == _failures(plain_rep)
+    assert (ray_rep.added, ray_rep.updated, ray_rep.unchanged) == (41, 0, 0)
+
+    a, b = _records(plain), _records(via_ray)
+    assert sorted(b) == sorted(a)
+    assert len(b) == 41 and str((mixed_dir / "big.jpg").resolve()) in b
+    for rid in a:
+        np.testing.assert_allclose(b[rid][0], a[rid][0], atol=1e-6)
+        assert b[rid][1] == a[rid][1]
+    assert b[str((mixed_dir / "big.jpg").resolve())][1]["width"] == 2000  # the file's size, not the reduced one
+
+    # A re-run skips what is unchanged; a changed file is encoded again, as in a plain run.
+    changed = mixed_dir / "sub1" / "img01.jpg"
+    Image.new("RGB", (30, 30), (0, 255, 0)).save(changed)
+    again = via_ray.index(mixed_dir, ray="", ray_plugins=["_ray_colors"])
+    assert (again.added, again.updated, again.unchanged) == (0, 1, 40)
+    assert _failures(again) == sorted(bad.items())
+    plain.index(mixed_dir)
+    a, b = _records(plain), _records(via_ray)
+    np.testing.assert_allclose(b[str(changed.resolve())][0], a[str(changed.resolve())][0], atol=1e-6)
+    assert b[str(changed.resolve())][1] == a[str(changed.resolve())][1]
+
+
+def test_cli_index_ray(ray_cluster, tmp_path: Path, mixed_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    home = str(tmp_path / "home")
+    args = ["--data-dir", home, "index", str(mixed_dir), "-c", "r", "--model", "test-colors", "--json", "-q"]
+    res = CliRunner().invoke(cli, [*args, "--ray", "--ray-plugin", "_ray_colors"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["count"] == 41
+    src = out["sources"][0]
+    assert (src["added"], src["unchanged"], src["failed_by_reason"]) == (
+        41,
+        0,
+        {"empty_file": 1, "not_an_image": 1, "corrupt_image": 1},
+    )
+
+
+def test_ray_refuses_labels_and_dedup_skip(engine, mixed_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    col = engine.collection("c", model="test-colors")
+    with pytest.raises(clipseek.ClipseekError, match="--ray does not label or skip duplicates yet"):
+        col.index(mixed_dir, ray="", dedup="skip")
+
+
+def test_plain_index_and_queries_never_import_ray(tmp_path: Path, mixed_dir: Path) -> None:
+    code = (
+        "import sys, clipseek, _ray_colors\n"
+        "from clipseek.plugins import get_registry\n"
+        "import clipseek.cli.main\n"
+        "get_registry().register_plugin(_ray_colors, name='colors')\n"
+        f"with clipseek.Engine({str(tmp_path / 'data')!r}) as e:\n"
+        "    c = e.collection('c', model='test-colors')\n"
+        f"    c.index({str(mixed_dir)!r})\n"
+        "    c.search('red', top=3)\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *(p for p in sys.path if p)])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
