@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
+import os
 import pickle
 import time
 from datetime import datetime, timezone
@@ -128,12 +130,15 @@ def _failure(ref: ImageRef, e: Exception) -> tuple[str, str]:
 def connect(address: str | None) -> Any:
     """The ``ray`` module, connected: to ``address`` (``auto``, ``ray://host:port``), to the
     cluster this process already joined, or to a new local one."""
+    # Ray Data logs lines per dataset to the console, which would break the progress bar; clipseek
+    # reports items and failures itself (a user's own setting wins).
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     try:
         import ray
     except ImportError:
         raise RayNotInstalled('--ray needs Ray: pip install "clipseek[ray]"') from None
     if not ray.is_initialized():
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # clipseek's own bar counts the items
     ctx.execution_options.preserve_order = True  # a manifest's repeated id: the last row wins, as in a plain run
@@ -228,7 +233,7 @@ class RayIngestJob:
             fn_constructor_kwargs={"built": self.built.to_dict(), "plugins": self.plugins},
             batch_size=self.batch_size,
             batch_format="numpy",
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
