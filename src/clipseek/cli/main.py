@@ -76,7 +76,7 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
 )
 @click.option("--store", default=None, help="Store for a new collection (see `clipseek stores`) [default: local].")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per encoder batch.")
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Image decoding threads [default: CPU count].")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Image decoding threads; with --ray, worker actors [default: CPU count; of the cluster with --ray].")
 @click.option(
     "--labels",
     help="Zero-shot label every image with the most probable of these comma-separated labels "
