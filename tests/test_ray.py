@@ -132,3 +132,20 @@ def test_plain_index_and_queries_never_import_ray(tmp_path: Path, mixed_dir: Pat
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_interrupted_ray_run_keeps_its_records_and_resumes(ray_cluster, engine, mixed_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    col = engine.collection("c", model="test-colors")
+    seen = []
+
+    def stop_after_ten(n: int) -> None:
+        seen.append(n)
+        if sum(seen) >= 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        col.index(mixed_dir, ray="", ray_plugins=["_ray_colors"], on_progress=stop_after_ten)
+    kept = col.count()
+    assert 10 <= kept < 41  # what was received before the interruption is committed, not lost
+    rep = col.index(mixed_dir, ray="", ray_plugins=["_ray_colors"])
+    assert (rep.added, rep.unchanged, col.count()) == (41 - kept, kept, 41)
