@@ -345,7 +345,10 @@ def test_stopping_the_stage_cancels_downloads_in_flight(server: Server, tmp_path
     out = stage.run(_refs(server, ["/img/red/1.png", "/silent"]))
     ref, error = next(out)
     assert (ref.id, error) == (f"{server.base}/img/red/1.png", None)
-    time.sleep(0.2)  # /silent is now waiting for its headers
+    wait_until = time.monotonic() + 10.0  # a loaded machine can take a while to send the request
+    while server.hits.get("/silent", 0) == 0 and time.monotonic() < wait_until:
+        time.sleep(0.02)
+    assert server.hits["/silent"] == 1  # /silent is now waiting for its headers
     t0 = time.monotonic()
     out.close()
     assert time.monotonic() - t0 < 2.0 and server.hits["/silent"] == 1
