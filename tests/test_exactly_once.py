@@ -37,13 +37,13 @@ class Counting:
     def __init__(self, col: clipseek.Collection, monkeypatch: pytest.MonkeyPatch) -> None:
         self.n = 0
         enc = col.encoder
-        real = enc.embed_images
+        real = enc.embed_prepared
 
         def counting(images, **kw):  # type: ignore[no-untyped-def]
             self.n += len(images)
             return real(images, **kw)
 
-        monkeypatch.setattr(enc, "embed_images", counting)
+        monkeypatch.setattr(enc, "embed_prepared", counting)
 
 
 @pytest.fixture
