@@ -8,6 +8,7 @@ backend (or, offline, the network) on the stacked array, then the row normalisat
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,17 @@ def _images() -> list[Image.Image]:
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = make("clip", tmp_path_factory.mktemp("prep") / "clip")
-    export(d, int8=False)
+    export(d, int8=True)
     return d
+
+
+def test_int8_export_quantises_every_default_op_type_and_says_so(clip_dir: Path) -> None:
+    import onnx
+
+    man = json.loads((clip_dir / "onnx" / "manifest.json").read_text())
+    assert man["int8_recipe"] == "all-ops"
+    ops = {n.op_type for n in onnx.load(str(clip_dir / "onnx" / man["int8"]["image"])).graph.node}
+    assert "ConvInteger" in ops and "MatMulInteger" in ops  # the patch embedding too, not only MatMul/Gemm
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
