@@ -86,7 +86,7 @@ def test_ingest_stores_what_embed_images_gives_for_the_decoded_files(clip_dir: P
         assert rep.embedded == 6
         stored = {r.id: np.asarray(r.vector) for r in col.store.get([str(f.resolve()) for f in files])}
         enc = col.encoder
-        want = enc.embed_images([load_image(f, fit=enc.image_side) for f in files])
+        want = enc.embed_images([load_image(f, fit=enc.image_side, draft=enc.draft_side) for f in files])
     got = np.stack([stored[str(f.resolve())] for f in files])
     # Within one float32 ulp: the store normalises the rows it is given once more.
     assert np.abs(got - want).max() <= 6e-8, np.abs(got - want).max(axis=1)
@@ -102,3 +102,16 @@ def test_default_prepare_keeps_plugins_working(make_image, tmp_path: Path) -> No
         col.index(red)
         rec = col.store.get([str(red.resolve())])[0]
         assert rec is not None and np.array_equal(rec.vector, col.encoder.embed_images([load_image(red)])[0])
+
+
+def test_clip_loader_decodes_down_to_the_model_input_side(clip_dir: Path) -> None:
+    cfg = json.loads((clip_dir / "preprocessor_config.json").read_text())
+    side = cfg["size"]["shortest_edge"] if isinstance(cfg["size"], dict) else cfg["size"]
+    enc = HFClipEncoder(str(clip_dir))
+    assert enc.draft_side == side
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (side * 9, side * 5), (90, 140, 200)).save(buf, "JPEG")
+    got = load_image(buf.getvalue(), fit=enc.image_side, draft=enc.draft_side)  # decoded at 1/4 scale: shorter side 5/4 of the input's
+    assert side <= min(got.size) < 2 * side

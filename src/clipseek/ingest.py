@@ -27,6 +27,7 @@ Properties the rest of clipseek relies on:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import time
@@ -290,17 +291,17 @@ class IngestJob:
     def _load(self, ref: ImageRef) -> _Item:
         """Decode the item, hash its bytes (reading a file once, see ``READ_WHOLE_BYTES``) and
         prepare the encoder's input, all on a loader thread."""
-        fit, budget = self.encoder.image_side, self._budget
+        load = functools.partial(load_image, fit=self.encoder.image_side, draft=self.encoder.draft_side,
+                                 budget=self._budget)
         if ref.path is not None:
             data = _read_small(ref.path)
             if data is None:  # unreadable, empty or huge: load_image names the problem, or streams
-                img = load_image(ref.path, name=ref.id, fit=fit, budget=budget)
+                img = load(ref.path, name=ref.id)
                 return self._prepared(ref, img, _hash_file(ref.path))
-            return self._prepared(ref, load_image(data, name=ref.id, fit=fit, budget=budget),
-                                  hashlib.sha256(data).hexdigest())
+            return self._prepared(ref, load(data, name=ref.id), hashlib.sha256(data).hexdigest())
         if ref.data is None:
             raise BadImage(f"{ref.id}: no path or data to read (a URL item must pass the download stage)")
-        img = load_image(ref.data, name=ref.id, fit=fit, budget=budget)
+        img = load(ref.data, name=ref.id)
         return self._prepared(ref, img, hashlib.sha256(ref.data).hexdigest())
 
     def _prepared(self, ref: ImageRef, img: Image.Image, sha256: str) -> _Item:

@@ -82,6 +82,8 @@ class Encoder(ABC):
       calibration per query kind ("text": text->image, "image": image->image)
       image_side  the shorter side the loader may reduce images to right after decoding (never
                   below it); 448 is twice the 224 input of CLIP-family towers
+      draft_side  the side a JPEG may be decoded down to by DCT scaling (None: ``image_side``); a
+                  model that resizes to a fixed input can decode JPEGs at that input's side
       max_text_tokens
                   how many tokens of a text the model reads (None: unknown, texts are passed whole);
                   longer texts are cut to a character budget (:func:`cut_to_token_budget`) before
@@ -94,6 +96,7 @@ class Encoder(ABC):
     version: str = "1"
     batch_size: int = 16
     image_side: int = 448
+    draft_side: int | None = None
     max_text_tokens: int | None = None
     calibration: dict[str, Calibration] = {"text": Calibration(0.25, 0.05), "image": Calibration(0.8, 0.05)}
 
