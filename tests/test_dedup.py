@@ -35,13 +35,13 @@ def copies(tmp_path: Path, make_image) -> Path:  # type: ignore[no-untyped-def]
 
 def encoded_images(col, monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
     n = [0]
-    real = col.encoder.embed_images
+    real = col.encoder.embed_prepared
 
     def counting(images, **kw):  # type: ignore[no-untyped-def]
         n[0] += len(images)
         return real(images, **kw)
 
-    monkeypatch.setattr(col.encoder, "embed_images", counting)
+    monkeypatch.setattr(col.encoder, "embed_prepared", counting)
     return n
 
 

@@ -2,12 +2,14 @@
 killed with SIGKILL at random points then run again.
 
 The kill test is written per source kind (``SOURCES``): each entry builds a source on disk and says
-which ids its good items must end up as. Folders are covered here; manifest and URL sources add an
-entry (a builder returning the CLI target and the expected ids) once their sources exist.
+which ids its good items must end up as, and which extra CLI options it needs: a folder (ids are
+paths), a CSV manifest with an id column (ids are its values) and a URL list served by a threaded HTTP
+server on 127.0.0.1 that the test starts and stops (ids are the URLs; ``--allow-private-urls``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -16,7 +18,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import ExitStack
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
@@ -37,13 +42,13 @@ class Counting:
     def __init__(self, col: clipseek.Collection, monkeypatch: pytest.MonkeyPatch) -> None:
         self.n = 0
         enc = col.encoder
-        real = enc.embed_images
+        real = enc.embed_prepared
 
         def counting(images, **kw):  # type: ignore[no-untyped-def]
             self.n += len(images)
             return real(images, **kw)
 
-        monkeypatch.setattr(enc, "embed_images", counting)
+        monkeypatch.setattr(enc, "embed_prepared", counting)
 
 
 @pytest.fixture
@@ -189,22 +194,55 @@ sys.argv = ["clipseek", *sys.argv[3:]]
 main()
 """
 
-Builder = Callable[[Path, Callable[..., Path]], tuple[str, set[str]]]
+#: (CLI target, ids of the good items, extra CLI options)
+Built = tuple[str, set[str], list[str]]
+Builder = Callable[[Path, Callable[..., Path], ExitStack], Built]
 
 
-def folder_source(tmp: Path, make_image: Callable[..., Path]) -> tuple[str, set[str]]:
-    """150 small images (two corrupt files, never indexed) in nested folders; ids are paths."""
-    d = tmp / "folder"
-    good = set()
-    for i in range(150):
-        p = make_image(d / f"g{i % 5}" / f"{i:03d}.png", ((i * 37) % 256, (i * 11) % 256, (i * 5) % 256), size=(24, 16))
-        good.add(str(p.resolve()))
+def _images(d: Path, make_image: Callable[..., Path], n: int) -> tuple[list[Path], list[Path]]:
+    """``n`` small images in nested folders, and two corrupt files (never indexed)."""
+    good = [make_image(d / f"g{i % 5}" / f"{i:03d}.png", ((i * 37) % 256, (i * 11) % 256, (i * 5) % 256), size=(24, 16))
+            for i in range(n)]
     (d / "bad1.jpg").write_bytes(b"not a jpeg")
     (d / "g0" / "bad2.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    return str(d), good
+    return good, [d / "bad1.jpg", d / "g0" / "bad2.png"]
 
 
-SOURCES: dict[str, Builder] = {"folder": folder_source}
+def folder_source(tmp: Path, make_image: Callable[..., Path], stack: ExitStack) -> Built:
+    """150 images; ids are paths."""
+    good, _ = _images(tmp / "folder", make_image, 150)
+    return str(tmp / "folder"), {str(p.resolve()) for p in good}, []
+
+
+def manifest_source(tmp: Path, make_image: Callable[..., Path], stack: ExitStack) -> Built:
+    """A CSV of 100 images and the two corrupt files, paths relative to it; ids from its id column."""
+    good, bad = _images(tmp / "m", make_image, 100)
+    lines = ["id,image,caption"]
+    lines += [f"item-{i},{p.relative_to(tmp / 'm')},picture {i}" for i, p in enumerate(good + bad)]
+    (tmp / "m" / "list.csv").write_text("\n".join(lines) + "\n")
+    return str(tmp / "m" / "list.csv"), {f"item-{i}" for i in range(len(good))}, []
+
+
+def url_source(tmp: Path, make_image: Callable[..., Path], stack: ExitStack) -> Built:
+    """A URL list of 100 images and the two corrupt files, served from 127.0.0.1; ids are the URLs."""
+    good, bad = _images(tmp / "www", make_image, 100)
+    handler = functools.partial(_QuietHandler, directory=str(tmp / "www"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stack.callback(server.server_close)
+    stack.callback(server.shutdown)
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    urls = [base + p.relative_to(tmp / "www").as_posix() for p in good + bad]
+    (tmp / "urls.txt").write_text("\n".join(urls) + "\n")
+    return str(tmp / "urls.txt"), set(urls[: len(good)]), ["--allow-private-urls"]
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+SOURCES: dict[str, Builder] = {"folder": folder_source, "manifest": manifest_source, "url": url_source}
 
 
 def _records(data: str, name: str) -> tuple[list[str], dict[str, object]]:
@@ -219,13 +257,17 @@ def _encoded(log: Path) -> int:
 
 @pytest.mark.parametrize("kind", sorted(SOURCES))
 def test_kill_9_at_random_points_then_rerun_gives_every_good_item_once(kind, tmp_path, make_image) -> None:  # type: ignore[no-untyped-def]
-    target, good = SOURCES[kind](tmp_path, make_image)
+    with ExitStack() as stack:
+        _kill_and_rerun(*SOURCES[kind](tmp_path, make_image, stack), tmp_path)
+
+
+def _kill_and_rerun(target: str, good: set[str], extra: list[str], tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     rng = random.Random(7)
 
     def args(log: Path, delay: float) -> list[str]:
         return [sys.executable, "-c", _INDEX, str(log), str(delay), "--data-dir", data, "index", target, "-c", "k",
-                "--model", "kill-test", "-q", "--json"]
+                "--model", "kill-test", "-q", "--json", *extra]
 
     # Each run is SIGKILLed after it has encoded a random number of the items still to do, plus a
     # random few milliseconds (so kills land before, during and after commits); each restart

@@ -70,11 +70,14 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     fit: int | None = DEFAULT_FIT,
     budget: PixelBudget | None = None,
+    draft: int | None = None,
 ) -> Image.Image:
     """Open, check and decode an image from a path or from bytes; return it as RGB.
 
     With ``fit``, an image whose shorter side is at least twice ``fit`` is reduced by an integer
     factor (box average; JPEG: DCT scaling while decoding) to a shorter side of at least ``fit``.
+    ``draft`` (default ``fit``) is the side a JPEG's DCT scaling may go down to instead: an encoder
+    may accept that cheaper decode at a lower side than the box reduction it accepts.
     With ``budget``, the full-size decode waits until its pixels fit in the budget.
 
     Raises BadImage for: an empty path or file, bytes that are not an image, a truncated or
@@ -85,14 +88,14 @@ def load_image(
         if isinstance(source, bytes):
             if not source:
                 raise BadImage(f"{label}: empty data")
-            return _decode(io.BytesIO(source), label, max_pixels, fit, budget)
+            return _decode(io.BytesIO(source), label, max_pixels, fit, budget, draft)
         if not str(source):
             raise BadImage("empty image path: give the path of an image file")
         path = Path(source)
         with path.open("rb") as fp:
             if path.stat().st_size == 0:
                 raise BadImage(f"{label}: empty file")
-            return _decode(fp, label, max_pixels, fit, budget)
+            return _decode(fp, label, max_pixels, fit, budget, draft)
     except BadImage:
         raise
     except FileNotFoundError:
@@ -108,7 +111,8 @@ def load_image(
         raise BadImage(f"{label}: corrupt or truncated image ({e})") from None
 
 
-def _decode(fp: IO[bytes], label: str, max_pixels: int, fit: int | None, budget: PixelBudget | None) -> Image.Image:
+def _decode(fp: IO[bytes], label: str, max_pixels: int, fit: int | None, budget: PixelBudget | None,
+            draft: int | None = None) -> Image.Image:
     img = _open(fp)
     w, h = img.size
     if w <= 0 or h <= 0:
@@ -118,8 +122,9 @@ def _decode(fp: IO[bytes], label: str, max_pixels: int, fit: int | None, budget:
             f"{label}: image too large ({w}x{h} = {w * h:,} pixels, limit {max_pixels:,}); "
             "possible decompression bomb"
         )
-    if fit and img.format == "JPEG":
-        img.draft("RGB", (fit, fit))  # DCT scaling: decodes at 1/2, 1/4 or 1/8 size, never below fit
+    side = draft or fit
+    if side and img.format == "JPEG":
+        img.draft("RGB", (side, side))  # DCT scaling: decodes at 1/2, 1/4 or 1/8 size, never below side
     decoded = img.size[0] * img.size[1]  # after draft: a JPEG decodes at the reduced size
     if budget is not None:
         budget.acquire(decoded)

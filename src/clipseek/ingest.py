@@ -14,8 +14,9 @@ Properties the rest of clipseek relies on:
   with ``dedup="skip"`` an exact duplicate gets no record of its own: its path is listed in the
   ``duplicates`` metadata of the record that holds those bytes (having no record, hence no stored
   fingerprint, it is read and hashed again on every run, which keeps the listing true);
-- decoding runs in a thread pool ahead of the encoder (PIL releases the GIL while decoding), so
-  both cores stay busy. Memory is bounded by pixels: at most ``DECODE_PIXELS`` pixels are decoded at
+- decoding, and the encoder's own preprocessing (:meth:`Encoder.prepare`: resize, crop, normalise),
+  run in a thread pool ahead of the encoder (PIL and numpy release the GIL), so both cores stay busy
+  and the encoding thread only runs the model. Memory is bounded by pixels: at most ``DECODE_PIXELS`` pixels are decoded at
   full size at once, and each image is reduced to the encoder's ``image_side`` as soon as it is
   decoded, so the prefetch window (at most ``WINDOW_PIXELS``) and the batch hold only small images;
 - URL items are downloaded ahead of decoding by a :class:`~clipseek.downloads.DownloadStage`
@@ -26,6 +27,7 @@ Properties the rest of clipseek relies on:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import time
@@ -166,10 +168,14 @@ def is_unchanged(ref: ImageRef, known: dict[str, str]) -> bool:
 
 @dataclass
 class _Item:
-    """A loaded item on its way to the store: its decoded image and the sha256 of its bytes."""
+    """A loaded item on its way to the store: the encoder's input made from its decoded image
+    (:meth:`Encoder.prepare`), the picture's size in the file, the pixels the loader held for it,
+    and the sha256 of its bytes."""
 
     ref: ImageRef
-    image: Image.Image
+    prepared: Any
+    size: tuple[int, int]
+    pixels: int
     sha256: str | None
 
 
@@ -283,18 +289,26 @@ class IngestJob:
                 self._fail(ref, error)
 
     def _load(self, ref: ImageRef) -> _Item:
-        """Decode the item and hash its bytes, reading a file once (see ``READ_WHOLE_BYTES``)."""
-        fit, budget = self.encoder.image_side, self._budget
+        """Decode the item, hash its bytes (reading a file once, see ``READ_WHOLE_BYTES``) and
+        prepare the encoder's input, all on a loader thread."""
+        load = functools.partial(load_image, fit=self.encoder.image_side, draft=self.encoder.draft_side,
+                                 budget=self._budget)
         if ref.path is not None:
             data = _read_small(ref.path)
             if data is None:  # unreadable, empty or huge: load_image names the problem, or streams
-                img = load_image(ref.path, name=ref.id, fit=fit, budget=budget)
-                return _Item(ref, img, _hash_file(ref.path))
-            return _Item(ref, load_image(data, name=ref.id, fit=fit, budget=budget), hashlib.sha256(data).hexdigest())
+                img = load(ref.path, name=ref.id)
+                return self._prepared(ref, img, _hash_file(ref.path))
+            return self._prepared(ref, load(data, name=ref.id), hashlib.sha256(data).hexdigest())
         if ref.data is None:
             raise BadImage(f"{ref.id}: no path or data to read (a URL item must pass the download stage)")
-        img = load_image(ref.data, name=ref.id, fit=fit, budget=budget)
-        return _Item(ref, img, hashlib.sha256(ref.data).hexdigest())
+        img = load(ref.data, name=ref.id)
+        return self._prepared(ref, img, hashlib.sha256(ref.data).hexdigest())
+
+    def _prepared(self, ref: ImageRef, img: Image.Image, sha256: str) -> _Item:
+        # Resizing and normalising here, on the loader threads, keeps them off the encoding thread,
+        # where they would run between model calls and leave the model's second core idle.
+        size = img.info.get(SOURCE_SIZE, img.size)  # the loader may have reduced the image
+        return _Item(ref, self.encoder.prepare(img), size, img.width * img.height, sha256)
 
     def _prefetch(
         self, pool: ThreadPoolExecutor, refs: Iterable[ImageRef], depth: int
@@ -364,7 +378,7 @@ class IngestJob:
                 todo.setdefault(it.sha256 if it.sha256 is not None else i, []).append(i)
         self.report.reused += len(self._batch) - len(todo)
         if todo:
-            encoded = self.encoder.embed_images([self._batch[idx[0]].image for idx in todo.values()])
+            encoded = self.encoder.embed_prepared([self._batch[idx[0]].prepared for idx in todo.values()])
             for idx, v in zip(todo.values(), encoded):
                 for i in idx:
                     vecs[i] = v
@@ -391,8 +405,7 @@ class IngestJob:
             ref = it.ref
             meta = dict(ref.metadata)
             meta.update(more)
-            # The size of the file's picture: the loader may have reduced the image.
-            width, height = it.image.info.get(SOURCE_SIZE, it.image.size)
+            width, height = it.size
             meta.setdefault("width", width)
             meta.setdefault("height", height)
             meta["indexed_at"] = now
@@ -470,8 +483,7 @@ def _held_pixels(window: Iterable[tuple[ImageRef, Future[_Item]]]) -> int:
     total = 0
     for _, fut in window:
         if fut.done() and fut.exception() is None:
-            img = fut.result().image
-            total += img.width * img.height
+            total += fut.result().pixels
     return total
 
 

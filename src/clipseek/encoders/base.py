@@ -3,6 +3,11 @@
 An encoder maps images and texts into one vector space. Subclasses implement two methods that
 take a batch and return an ``(n, dim)`` float32 array; the base class normalises, checks shapes and
 batches, so every encoder keeps the invariant "unit float32 rows" without repeating the code.
+
+An encoder may also split its image path in two (:meth:`Encoder.prepare`, run per image on the
+ingest loader threads, and :meth:`Encoder._embed_prepared`, run per batch on the encoding thread),
+so that resizing and normalising overlap the model instead of running between its calls.
+``_embed_images`` must then equal ``_embed_prepared`` of the prepared images, bit for bit.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -77,6 +82,8 @@ class Encoder(ABC):
       calibration per query kind ("text": text->image, "image": image->image)
       image_side  the shorter side the loader may reduce images to right after decoding (never
                   below it); 448 is twice the 224 input of CLIP-family towers
+      draft_side  the side a JPEG may be decoded down to by DCT scaling (None: ``image_side``); a
+                  model that resizes to a fixed input can decode JPEGs at that input's side
       max_text_tokens
                   how many tokens of a text the model reads (None: unknown, texts are passed whole);
                   longer texts are cut to a character budget (:func:`cut_to_token_budget`) before
@@ -89,6 +96,7 @@ class Encoder(ABC):
     version: str = "1"
     batch_size: int = 16
     image_side: int = 448
+    draft_side: int | None = None
     max_text_tokens: int | None = None
     calibration: dict[str, Calibration] = {"text": Calibration(0.25, 0.05), "image": Calibration(0.8, 0.05)}
 
@@ -125,6 +133,20 @@ class Encoder(ABC):
         limit = self.max_text_tokens
         texts = [cut_to_token_budget(str(t), limit) if limit else str(t) for t in texts]
         return self._batched(texts, self._embed_texts)
+
+    def prepare(self, image: Image.Image) -> Any:
+        """Model-specific preprocessing of one decoded RGB image, run on the ingest loader threads
+        (so it must be thread-safe); its result goes to :meth:`embed_prepared`. The default keeps the
+        image as it is: ``_embed_images`` then does all the work on the encoding thread."""
+        return image
+
+    def _embed_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
+        """Raw vectors for a batch of :meth:`prepare` results (default: ``_embed_images``)."""
+        return self._embed_images(prepared)
+
+    def embed_prepared(self, prepared: Iterable[Any]) -> np.ndarray:
+        """Unit vectors for :meth:`prepare` results: equal to ``embed_images`` of the images."""
+        return self._batched(list(prepared), self._embed_prepared)
 
     def embed_image(self, image: Image.Image) -> np.ndarray:
         return self.embed_images([image])[0]

@@ -144,6 +144,7 @@ class HFClipEncoder(Encoder):
             self.batch_size = batch_size
         self._md: Any = None
         self._backend: Any = None
+        self._pipeline: ImagePipeline | None = None
         self._lock = threading.Lock()
         self._logit: tuple[float, float | None] | None = None
         self._preset: Preset | None
@@ -332,7 +333,6 @@ class HFClipEncoder(Encoder):
             if self._backend is None:
                 md = self._resolve()
                 rt = self.runtime()
-                self._pipeline = self.pipeline
                 if rt == "torch":
                     self._backend = TorchBackend(md.path, md.arch or "clip", text_settings(md.path, md.arch or "clip", self._preset))
                 else:
@@ -341,9 +341,38 @@ class HFClipEncoder(Encoder):
                     self._backend = OnnxBackend(md.path, md.onnx, int8=(rt == "onnx-int8"))
             return self._backend
 
-    def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def _image_pipeline(self) -> ImagePipeline:
+        """The pipeline, read once; the loader threads call this before the backend exists."""
+        pipe = self._pipeline
+        if pipe is None:
+            with self._lock:
+                if self._pipeline is None:
+                    self._pipeline = self.pipeline
+                pipe = self._pipeline
+        return pipe
+
+    @property
+    def draft_side(self) -> int | None:  # type: ignore[override]
+        """The model input's side: the loader decodes a JPEG at a reduced DCT scale (``Image.draft``)
+        down to it, never below. Decoding a 0.7 MP photo then costs about half and resizing it a third
+        of what they cost at 448, for a cosine to the full-size decode of at least 0.9998 on the sample
+        photos (benchmarks/README.md, "Ingest"); at 448 the decoder, not the int8 model, limited ingest."""
+        pipe = self._image_pipeline()
+        if pipe.resize_mode == "shortest_edge":
+            return int(pipe.resize_to)  # type: ignore[arg-type]
+        if pipe.resize_mode == "exact":
+            return max(pipe.resize_to)  # type: ignore[arg-type]
+        return None
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        return self._image_pipeline().one(image)
+
+    def _embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         backend = self._load()
-        return backend.images(self._pipeline(images))
+        return backend.images(np.stack(prepared).astype(np.float32, copy=False))
+
+    def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self._embed_prepared([self.prepare(im) for im in images])
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._load().texts(texts)

@@ -413,14 +413,20 @@ class OfflineEncoder(Encoder):
 
     # ------------------------------------------------------------------ embedding
 
-    def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        return preprocess(image)
+
+    def _embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         self._load_image_model()
         torch = self._torch
-        x = torch.from_numpy(np.stack([preprocess(im) for im in images]))
+        x = torch.from_numpy(np.stack(prepared))
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             feats = self._net.extract_features(x).mean(dim=(2, 3))
         return feats.numpy().astype(np.float32, copy=False)
+
+    def _embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self._embed_prepared([preprocess(im) for im in images])
 
     def _first_pass(self, text: str) -> str:
         """The longest prefix of ``text`` that e5 reads in one pass (``max_text_tokens`` tokens).
