@@ -187,7 +187,6 @@ def test_image_grid_decodes_the_query_image_once(run, indexed, tmp_path, monkeyp
         return real(source, **kw)
 
     monkeypatch.setattr(clipseek.images, "load_image", counting)
-    monkeypatch.setattr(clipseek.engine, "load_image", counting)
     q = str(indexed / "blue.webp")
     res = run("search", "--image", q, "-c", "p", "--grid", str(tmp_path / "g.png"), "-n", "2")
     assert f"grid written to {tmp_path / 'g.png'}" in res.output

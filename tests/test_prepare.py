@@ -115,3 +115,20 @@ def test_clip_loader_decodes_down_to_the_model_input_side(clip_dir: Path) -> Non
     Image.new("RGB", (side * 9, side * 5), (90, 140, 200)).save(buf, "JPEG")
     got = load_image(buf.getvalue(), fit=enc.image_side, draft=enc.draft_side)  # decoded at 1/4 scale: shorter side 5/4 of the input's
     assert side <= min(got.size) < 2 * side
+
+
+def test_an_indexed_jpeg_searched_as_the_query_image_finds_itself_at_cosine_one(clip_dir: Path, tmp_path: Path) -> None:
+    # The query path must decode exactly as ingest does (DCT scale, reduction): it once decoded
+    # JPEGs at 448 while ingest drafted them to the model's input side, so a file scored < 1 to itself.
+    d = tmp_path / "pics"
+    d.mkdir()
+    for i, f in enumerate(photo_files(3)):
+        Image.open(f).convert("RGB").resize((1600, 1200)).save(d / f"p{i}.jpg", quality=90)
+    with clipseek.Engine(tmp_path / "data") as eng:
+        col = eng.create("j", model=str(clip_dir))
+        assert col.index(d).embedded == 3
+        for i in range(3):
+            q = d / f"p{i}.jpg"
+            top = col.search(image=q, top=1).hits[0]
+            assert top.id == str(q.resolve())
+            assert top.cosine == pytest.approx(1.0, abs=2e-6)

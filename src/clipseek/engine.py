@@ -34,7 +34,6 @@ from .errors import (
     RecordNotFound,
 )
 from .failures import Failure
-from .images import load_image
 from .ingest import HASH_KEY, Dedup, IngestReport, ingest
 from .ingest import prune as prune_gone
 from .manifest import Columns
@@ -386,14 +385,14 @@ class Collection:
                 raise ClipseekError("empty text query")
             return Query(self.encoder.embed_text(text), {"kind": "text", "text": text}, "text")
         if image is not None:
-            fit = self.encoder.image_side
+            load = self.encoder.load_image
             if isinstance(image, bytes):
-                img, desc = load_image(image, name="<uploaded image>", fit=fit), "<bytes>"
+                img, desc = load(image, name="<uploaded image>"), "<bytes>"
             elif isinstance(image, str) and image.startswith(("http://", "https://")):
                 data = fetch_url(image, allow_private=allow_private_urls)
-                img, desc = load_image(data, name=image, fit=fit), image
+                img, desc = load(data, name=image), image
             else:
-                img, desc = load_image(image, fit=fit), str(image)
+                img, desc = load(image), str(image)
             return Query(self.encoder.embed_image(img), {"kind": "image", "image": desc}, "image", image=img)
         if like is not None:
             rec = self._resolve(like)

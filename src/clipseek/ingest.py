@@ -45,7 +45,7 @@ from .downloads import DownloadStage, url_fingerprint
 from .encoders.base import Encoder
 from .errors import BadImage, ClipseekError
 from .failures import Failure, reason_of
-from .images import SOURCE_SIZE, PixelBudget, load_image
+from .images import SOURCE_SIZE, PixelBudget
 from .paths import default_data_dir
 from .stores.base import VectorStore
 from .types import ImageRef, Record
@@ -291,8 +291,7 @@ class IngestJob:
     def _load(self, ref: ImageRef) -> _Item:
         """Decode the item, hash its bytes (reading a file once, see ``READ_WHOLE_BYTES``) and
         prepare the encoder's input, all on a loader thread."""
-        load = functools.partial(load_image, fit=self.encoder.image_side, draft=self.encoder.draft_side,
-                                 budget=self._budget)
+        load = functools.partial(self.encoder.load_image, budget=self._budget)
         if ref.path is not None:
             data = _read_small(ref.path)
             if data is None:  # unreadable, empty or huge: load_image names the problem, or streams

@@ -116,7 +116,7 @@ class _Embedder:
             data = ref.data
         else:
             raise BadImage(f"{ref.id}: no path or data to read (a URL item must pass the download stage)")
-        img = load_image(data, name=ref.id, fit=self.encoder.image_side)
+        img = self.encoder.load_image(data, name=ref.id)
         return img, hashlib.sha256(data).hexdigest()
 
 

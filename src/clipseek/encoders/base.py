@@ -16,6 +16,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
@@ -150,6 +151,14 @@ class Encoder(ABC):
 
     def embed_image(self, image: Image.Image) -> np.ndarray:
         return self.embed_images([image])[0]
+
+    def load_image(self, source: str | Path | bytes, *, name: str | None = None, budget: Any = None) -> Image.Image:
+        """Decode an image as this encoder reads it everywhere (index, Ray workers, image queries):
+        reduced to ``image_side`` right after decoding, JPEGs at ``draft_side``. One place, so an
+        indexed file searched as a query image gets the very same pixels (cosine 1 to itself)."""
+        from ..images import load_image
+
+        return load_image(source, name=name, fit=self.image_side, draft=self.draft_side, budget=budget)
 
     def embed_text(self, text: str) -> np.ndarray:
         return self.embed_texts([text])[0]
