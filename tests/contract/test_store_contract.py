@@ -281,6 +281,16 @@ def test_limit(make) -> None:  # type: ignore[no-untyped-def]
     assert_same(st.search(q, limit=100), Reference(recs).search(q, 100))
 
 
+def test_limit_defaults_to_10(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    recs = random_records(30)
+    st.upsert(recs)
+    q = recs[0].vector
+    hits = st.search(q)  # VectorStore.search's default limit
+    assert len(hits) == 10
+    assert_same(hits, Reference(recs).search(q, 10))
+
+
 def test_min_cosine(make) -> None:  # type: ignore[no-untyped-def]
     st = make()
     recs = random_records(500, seed=3)
@@ -341,6 +351,59 @@ def test_wrong_dimension_inside_a_batch(make) -> None:  # type: ignore[no-untype
     with pytest.raises(BadVector):
         st.upsert([Record("y", np.ones(DIM), {}), Record("x", np.ones(DIM - 1), {})])
     assert st.count() == 0
+
+
+# ------------------------------------------------------------------------------------- the shared top-k cut
+
+# five keys with known scores: 11 and 13 tie for the best
+TOPK_SCORE = {10: 0.1, 11: 0.9, 12: 0.5, 13: 0.9, 14: 0.3}
+
+
+@pytest.mark.parametrize(
+    ("limit", "min_cosine", "keys"),
+    [
+        (1, None, [11, 13]),  # every candidate tied at the cut is kept
+        (2, None, [11, 13]),
+        (3, None, [11, 12, 13]),
+        (4, None, [11, 12, 13, 14]),
+        (5, None, [10, 11, 12, 13, 14]),
+        (6, None, [10, 11, 12, 13, 14]),
+        (0, None, []),
+        (-1, None, []),
+        (10, 0.5, [11, 12, 13]),  # min_cosine is inclusive
+        (1, 0.5, [11, 13]),
+        (2, 0.3, [11, 13]),
+        (5, 0.95, []),
+    ],
+)
+def test_top_candidates(limit: int, min_cosine: float | None, keys: list[int]) -> None:
+    """The cut both stores' scans and the local store's graph search use, in key order."""
+    from clipseek.stores.topk import top_candidates
+
+    got_keys, got_scores = top_candidates(
+        np.array(list(TOPK_SCORE)), np.array(list(TOPK_SCORE.values())), limit, min_cosine
+    )
+    assert got_keys.tolist() == keys
+    assert got_scores.tolist() == [TOPK_SCORE[k] for k in keys]
+
+
+def test_top_candidates_cut_a_long_list() -> None:
+    """1000 distinct scores k/1000 in random order: the cut keeps exactly the ``limit`` best
+    (the partial sort only orders a short list fully)."""
+    from clipseek.stores.topk import top_candidates
+
+    scores = np.random.default_rng(0).permutation(1000) / 1000
+    for limit in (1, 2, 10, 500, 999):
+        keys, got = top_candidates(np.arange(1000), scores, limit, None)
+        assert sorted(got.tolist(), reverse=True) == [(999 - j) / 1000 for j in range(limit)]
+        assert got.tolist() == scores[keys].tolist()
+
+
+def test_top_candidates_of_nothing() -> None:
+    from clipseek.stores.topk import top_candidates
+
+    got_keys, got_scores = top_candidates(np.zeros(0, np.int64), np.zeros(0), 3, 0.5)
+    assert got_keys.tolist() == [] and got_scores.tolist() == []
 
 
 # ------------------------------------------------------------------------------------- filters
@@ -432,7 +495,8 @@ def filtered_store(make):  # type: ignore[no-untyped-def]
     return st, Reference(recs)
 
 
-@pytest.mark.parametrize("where", FILTER_CASES, ids=[json.dumps(w) for w in FILTER_CASES])
+# ids without backslashes: pytest (and mutmut, which reruns tests by id) cannot select an id holding \"
+@pytest.mark.parametrize("where", FILTER_CASES, ids=[json.dumps(w).replace('\\"', "'") for w in FILTER_CASES])
 def test_filter_semantics(filtered_store, where) -> None:  # type: ignore[no-untyped-def]
     st, ref = filtered_store
     conds = filters.parse(where)
