@@ -744,9 +744,7 @@ class LocalStore(VectorStore):
         self, q: np.ndarray, mask: np.ndarray, limit: int, min_cosine: float | None
     ) -> tuple[np.ndarray, np.ndarray]:
         V = self._vecs().V
-        cand = np.nonzero(mask[: len(V)])[0]
-        if len(cand) == 0:
-            return cand, np.zeros(0, np.float32)
+        cand = np.nonzero(mask[: len(V)])[0]  # search returns early when nothing matches; empty would do too
         if len(cand) * 2 > self._next:  # most rows: one pass over the whole (contiguous) matrix
             scores = (V[: int(cand[-1]) + 1] @ q)[cand]
         else:
