@@ -422,6 +422,11 @@ FILTER_CASES = [
     {"year": 2024.0},
     {"year": {"gte": 2023}},
     {"year": {"lt": "2022"}},
+    {"year": {"gt": 2023}},  # records equal to the bound: in for gte/lte, out for gt/lt
+    {"year": {"lte": "2022"}},
+    {"speed": {"gt": 42}},
+    {"speed": {"lte": 42}},
+    {"labels": {"in": ["dog", 3]}},  # a text and a number in one list: either matches
     {"speed": {"gt": 50}},
     {"speed": {"gte": 50, "lte": 75.5}},
     {"speed": {"lt": "10"}},
