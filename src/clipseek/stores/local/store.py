@@ -713,15 +713,13 @@ class LocalStore(VectorStore):
         if limit <= 0 or self._n == 0:
             return []
         live = self._live  # read before V: a writer remaps V before it marks new slots live
-        excl = exclude if isinstance(exclude, (list, tuple, set, frozenset)) else list(exclude)
-        excl_slots = [s for _i, s, _m in self._lookup(self._reader(), list(excl))] if excl else []
-        excl_slots = [s for s in excl_slots if s < len(live)]
+        # (a slot past ``live`` was committed after it was read: not a candidate either)
+        excl_slots = [s for _i, s, _m in self._lookup(self._reader(), list(exclude)) if s < len(live)]
         if mask is not None:
-            if excl_slots:
-                mask[excl_slots] = False
+            mask[excl_slots] = False
             m = int(mask.sum())
         else:
-            m = self._n - int(live[excl_slots].sum()) if excl_slots else self._n
+            m = self._n - int(live[excl_slots].sum())
         if m <= 0:
             return []
 
@@ -735,8 +733,7 @@ class LocalStore(VectorStore):
         if pairs is None:
             if mask is None:
                 mask = live.copy()
-                if excl_slots:
-                    mask[excl_slots] = False
+                mask[excl_slots] = False
             pairs = self._search_exact(q, mask, limit, min_cosine)
         return self._hits(*pairs, limit)
 
