@@ -517,6 +517,17 @@ def test_filter_semantics(filtered_store, where) -> None:  # type: ignore[no-unt
         assert_same(st.search(q, limit=10, where=conds), ref.search(q, 10, where=conds))
 
 
+def test_exclude_with_a_filter(filtered_store) -> None:  # type: ignore[no-untyped-def]
+    st, ref = filtered_store
+    conds = filters.parse({"camera": "cam-3"})  # 120 of 1200
+    q = np.random.default_rng(21).standard_normal(DIM)
+    top = [i for i, _ in ref.search(q, 2, where=conds)]
+    excl = set(top) | {"f00004"}  # f00004 is cam-4: excluding it changes nothing
+    hits = st.search(q, 5, where=conds, exclude=excl)
+    assert len(hits) == 5 and not excl & {h.id for h in hits}
+    assert_same(hits, ref.search(q, 5, where=conds, exclude=excl))
+
+
 def test_filter_with_datetime_metadata(make) -> None:  # type: ignore[no-untyped-def]
     st = make()
     e = np.eye(DIM, dtype=np.float32)
