@@ -227,6 +227,20 @@ def test_upsert_get_count_delete(make) -> None:  # type: ignore[no-untyped-def]
     assert st.stats()["count"] == 48
 
 
+def test_delete_reaches_filters_and_search(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    recs = random_records(20)
+    st.upsert(recs)
+    cam3 = filters.parse({"camera": "cam-3"})
+    assert st.count(cam3) == 2  # r00003, r00013 (and the filter is warm now)
+    assert st.delete([]) == 0
+    assert st.delete(["r00003", "r00003"]) == 1
+    assert st.count(cam3) == 1 and list(st.ids(cam3)) == ["r00013"]
+    assert [h.id for h in st.search(recs[3].vector, 5, where=cam3)] == ["r00013"]
+    hits = st.search(recs[3].vector, limit=19)  # every record that is left, the deleted one not
+    assert sorted(h.id for h in hits) == sorted(r.id for r in recs if r.id != "r00003")
+
+
 def test_upsert_replaces_vector_and_metadata(make) -> None:  # type: ignore[no-untyped-def]
     st = make()
     recs = random_records(20)
@@ -653,6 +667,24 @@ def test_persistence(tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", PERSISTENT)
+def test_fields_after_reopen(tmp_path: Path, name: str) -> None:
+    """The field counts are durable: a field whose only record was deleted stays unknown."""
+    cls = STORES[name]
+    e = np.eye(DIM, dtype=np.float32)
+    with cls(tmp_path / "p", DIM) as st:
+        st.upsert([Record("a", e[0], {"x": 1, "only_a": "y"}), Record("b", e[1], {"x": 2})])
+        st.update_metadata({"b": {"only_b": "z"}})
+        st.delete(["a"])
+    with cls(tmp_path / "p", DIM) as st:
+        assert st.fields() == ["only_b", "x"]
+        with pytest.raises(BadFilter):
+            st.count(filters.parse({"only_a": "y"}))
+        st.delete(["b"])
+    with cls(tmp_path / "p", DIM) as st:
+        assert st.fields() == [] and st.count() == 0
+
+
+@pytest.mark.parametrize("name", PERSISTENT)
 def test_reopen_with_other_dimension_is_refused(tmp_path: Path, name: str) -> None:
     cls = STORES[name]
     with cls(tmp_path / "p", DIM) as st:
@@ -689,6 +721,23 @@ def test_update_metadata_merges_keys_and_keeps_vectors(make) -> None:  # type: i
     assert hits[0].cosine == pytest.approx(1.0, abs=1e-5)
     assert st.update_metadata({}) == 0 and st.update_metadata({"nope": {"a": 1}}) == 0
     assert "a" not in st.fields()
+
+
+def test_fields_follow_update_metadata_and_delete(make) -> None:  # type: ignore[no-untyped-def]
+    """A field stays known while any record has it: two records gain "label" in one call, one
+    record's existing "camera" is replaced (still one "camera" per record)."""
+    st = make()
+    st.upsert(random_records(4))
+    assert st.update_metadata({"r00000": {"label": "a"}, "r00001": {"label": "b"}, "r00002": {"camera": "x"}}) == 3
+    assert st.fields() == ["camera", "i", "label"]
+    st.delete(["r00000"])
+    assert st.fields() == ["camera", "i", "label"] and st.count(filters.parse({"label": "b"})) == 1
+    st.delete(["r00001"])
+    assert st.fields() == ["camera", "i"]
+    with pytest.raises(BadFilter):
+        st.count(filters.parse({"label": "b"}))
+    st.delete(["r00002", "r00003"])
+    assert st.fields() == [] and st.count() == 0
 
 
 def test_update_metadata_is_atomic(make) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,79 @@
+"""The local store's write bookkeeping beyond the contract: refused ids, a write that fails
+inside its transaction, records set aside by repair, and a metadata update that reloads only
+the filter columns of the fields it changed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipseek import filters
+from clipseek.errors import ClipseekError
+from clipseek.stores.local import LocalStore
+from clipseek.types import Record
+
+DIM = 8
+E = np.eye(DIM, dtype=np.float32)
+
+
+@pytest.mark.parametrize("bad", ["", 5])
+def test_update_metadata_refuses_ids_that_are_not_non_empty_strings(tmp_path: Path, bad: object) -> None:
+    with LocalStore(tmp_path / "s", DIM) as st:
+        st.upsert([Record("a", E[0], {"x": 1})])
+        with pytest.raises(ClipseekError, match=re.escape(f"record ids must be non-empty strings, got {bad!r}")):
+            st.update_metadata({bad: {"x": 2}, "a": {"x": 3}})  # type: ignore[dict-item]
+        assert st.get(["a"])[0].metadata == {"x": 1}
+
+
+def test_update_metadata_reloads_only_the_columns_it_touched(tmp_path: Path) -> None:
+    with LocalStore(tmp_path / "s", DIM) as st:
+        st.upsert([Record(i, E[k], {"camera": f"c{k}", "tag": "old"}) for k, i in enumerate("abc")])
+        assert st.count(filters.parse({"camera": "c1"})) == 1 and st.count(filters.parse({"tag": "old"})) == 3
+        assert sorted(st._columns.loaded()) == ["camera", "tag"]
+        assert st.update_metadata({"b": {"tag": "new"}}) == 1
+        assert st._columns.loaded() == ["camera"]  # "tag" is read again on its next use
+        assert st.count(filters.parse({"tag": "new"})) == 1 and st.count(filters.parse({"tag": "old"})) == 2
+
+
+@pytest.mark.parametrize("write", ["upsert", "delete", "update_metadata"])
+def test_a_write_that_fails_midway_rolls_back_and_leaves_the_store_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write: str
+) -> None:
+    with LocalStore(tmp_path / "s", DIM) as st:
+        st.upsert([Record("a", E[0], {"x": 1}), Record("b", E[1], {"x": 2})])
+        calls: dict[str, Callable[[], object]] = {
+            "upsert": lambda: st.upsert([Record("c", E[2], {"x": 3})]),
+            "delete": lambda: st.delete(["a"]),
+            "update_metadata": lambda: st.update_metadata({"a": {"x": 9}}),
+        }
+
+        def boom(db: object, delta: object) -> None:
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(st, "_apply_counts", boom)  # the last step before COMMIT in every write
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            calls[write]()
+        monkeypatch.undo()
+        assert sorted(st.ids()) == ["a", "b"] and st.count() == 2 and st.get(["a"])[0].metadata == {"x": 1}
+        calls[write]()  # no transaction was left open: the same write goes through now
+        assert sorted(st.ids()) == {"upsert": ["a", "b", "c"], "delete": ["b"], "update_metadata": ["a", "b"]}[write]
+    with LocalStore(tmp_path / "s", DIM) as st:
+        assert st.count() == {"upsert": 3, "delete": 1, "update_metadata": 2}[write]
+
+
+def test_deleting_a_set_aside_record_clears_it_from_check(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with LocalStore(path, DIM) as st:
+        st.upsert([Record(f"r{i}", E[i], {}) for i in range(4)])
+    with open(path / "vectors.f32", "r+b") as fh:  # r1's vector overwritten
+        fh.seek(1 * DIM * 4)
+        fh.write(np.full(DIM, 3e18, np.float32).tobytes())
+    with LocalStore(path, DIM) as st:
+        assert st.repair()["set_aside"] == ["r1"]
+        assert st.check()["problems"][0]["ids"] == ["r1"]
+        assert st.delete(["r1"]) == 0  # no longer a record
+        assert st.check() == {"ok": True, "records": 3, "problems": []}
