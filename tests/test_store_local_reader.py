@@ -1,6 +1,7 @@
 """A long-lived reader's in-memory graph beyond tests/test_store_local.py: it keeps the records
 it had and gains the writer's, it uses a graph a writer saved after the reader opened, and it
-retries the saved graph once a writer has replaced an unusable one."""
+retries the saved graph once a writer has replaced an unusable one; and it notices a vector
+file truncated under the records it catches up with."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from clipseek.errors import CollectionDamaged
 from clipseek.stores.local import LocalStore
 from clipseek.types import Record
 
@@ -66,3 +69,16 @@ def test_reader_retries_the_graph_after_a_writer_replaced_an_unusable_one(tmp_pa
             writer.flush()  # rebuilds and saves the graph, and records what it covers
         assert reader.search(X[2], 1)[0].id == "r00002"
         assert reader.stats()["hnsw_loaded"] is True
+
+
+def test_reader_catching_up_sees_a_vector_file_truncated_under_new_records(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with LocalStore(path, DIM) as writer:
+        writer.upsert(recs(0, 300))
+        with LocalStore(path, DIM, read_only=True) as reader:
+            assert reader.count() == 300
+            writer.upsert(recs(300, 350))  # slots 300..349
+            with open(path / "vectors.f32", "r+b") as fh:
+                fh.truncate(320 * DIM * 4)
+            with pytest.raises(CollectionDamaged, match=r"vectors\.f32 is shorter than the records need \(the file was"):
+                reader.count()
