@@ -42,6 +42,7 @@ LOCK_FILE = "LOCK"
 # A reader that has to add more than this many vectors to the saved index (or rebuild it) says
 # so, and suggests `clipseek repair`; a writer repairs the file itself on flush/close.
 READER_CATCH_UP_HINT = 2_000
+IDS_CHUNK = 50_000  # slots per query when ids(where) reads the matching ids
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -670,12 +671,12 @@ class LocalStore(VectorStore):
             return [r[0] for r in self._reader().execute("SELECT id FROM records")]
         slots = np.nonzero(self._mask(where))[0].tolist()
         out: list[str] = []
-        for i in range(0, len(slots), 50_000):
+        for i in range(0, len(slots), IDS_CHUNK):
             out.extend(
                 r[0]
                 for r in self._reader().execute(
                     "SELECT id FROM records WHERE slot IN (SELECT value FROM json_each(?))",
-                    (json.dumps(slots[i : i + 50_000]),),
+                    (json.dumps(slots[i : i + IDS_CHUNK]),),
                 )
             )
         return out
