@@ -14,6 +14,7 @@ import pytest
 from clipseek import filters
 from clipseek.errors import ClipseekError
 from clipseek.stores.local import LocalStore
+from clipseek.stores.local import store as local_store
 from clipseek.types import Record
 
 DIM = 8
@@ -77,3 +78,29 @@ def test_deleting_a_set_aside_record_clears_it_from_check(tmp_path: Path) -> Non
         assert st.check()["problems"][0]["ids"] == ["r1"]
         assert st.delete(["r1"]) == 0  # no longer a record
         assert st.check() == {"ok": True, "records": 3, "problems": []}
+
+
+def test_damaged_vectors_are_named_five_at_most(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with LocalStore(path, DIM) as st:
+        st.upsert([Record(f"r{i}", E[i % DIM], {}) for i in range(8)])
+    with open(path / "vectors.f32", "r+b") as fh:  # r1..r6 overwritten
+        fh.seek(1 * DIM * 4)
+        fh.write(np.full(6 * DIM, 3e18, np.float32).tobytes())
+    with LocalStore(path, DIM, read_only=True) as ro:
+        message = (
+            f"{path / 'vectors.f32'}: the stored vectors of r1, r2, r3, r4, r5 ... are damaged; run `clipseek check` "
+            "for the full list and `clipseek repair` to set them aside for re-indexing"
+        )
+        with pytest.raises(ClipseekError, match=re.escape(message)):
+            ro.get([f"r{i}" for i in range(8)])
+        with pytest.raises(ClipseekError, match=re.escape(message.replace(", r5 ...", ", r5"))):
+            ro.get(["r1", "r2", "r3", "r4", "r5"])
+
+
+def test_ids_of_a_filter_matching_more_than_one_query_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_store, "IDS_CHUNK", 3)  # ids(where) reads 3 slots per query: 4 queries
+    with LocalStore(tmp_path / "s", DIM) as st:
+        st.upsert([Record(f"r{i:02d}", E[i % DIM], {"t": "x" if i % 5 else "y"}) for i in range(13)])
+        got = st.ids(filters.parse({"t": "x"}))
+        assert len(got) == 10 and sorted(got) == [f"r{i:02d}" for i in range(13) if i % 5]
