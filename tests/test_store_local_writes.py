@@ -4,6 +4,7 @@ the filter columns of the fields it changed."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -104,3 +105,18 @@ def test_ids_of_a_filter_matching_more_than_one_query_chunk(tmp_path: Path, monk
         st.upsert([Record(f"r{i:02d}", E[i % DIM], {"t": "x" if i % 5 else "y"}) for i in range(13)])
         got = st.ids(filters.parse({"t": "x"}))
         assert len(got) == 10 and sorted(got) == [f"r{i:02d}" for i in range(13) if i % 5]
+
+
+def test_a_vector_file_one_row_short_is_extended_by_a_writer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "s"
+    with LocalStore(path, DIM) as st:
+        st.upsert([Record(f"r{i}", E[i], {}) for i in range(8)])
+    with open(path / "vectors.f32", "r+b") as fh:
+        fh.truncate(7 * DIM * 4)  # slot 7 (r7) lost
+    with caplog.at_level(logging.WARNING, logger="clipseek"):
+        with LocalStore(path, DIM) as st:
+            assert st.repair()["set_aside"] == ["r7"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path / 'vectors.f32'} is shorter than the records need: 1 vectors are lost; run `clipseek repair` to set "
+        "those records aside for re-indexing"
+    ]
