@@ -465,7 +465,6 @@ class LocalStore(VectorStore):
         for r in records:
             if not isinstance(r.id, str) or not r.id:
                 raise ClipseekError(f"record ids must be non-empty strings, got {r.id!r}")
-            last.pop(r.id, None)
             last[r.id] = r  # a repeated id: the last one wins
         recs = list(last.values())
         try:
