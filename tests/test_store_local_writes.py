@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from clipseek import filters
-from clipseek.errors import ClipseekError
+from clipseek.errors import BadVector, ClipseekError
 from clipseek.stores.local import LocalStore
 from clipseek.stores.local import store as local_store
 from clipseek.types import Record
@@ -29,6 +29,21 @@ def test_update_metadata_refuses_ids_that_are_not_non_empty_strings(tmp_path: Pa
         with pytest.raises(ClipseekError, match=re.escape(f"record ids must be non-empty strings, got {bad!r}")):
             st.update_metadata({bad: {"x": 2}, "a": {"x": 3}})  # type: ignore[dict-item]
         assert st.get(["a"])[0].metadata == {"x": 1}
+
+
+@pytest.mark.parametrize("bad", ["", 5])
+def test_upsert_refuses_ids_that_are_not_non_empty_strings(tmp_path: Path, bad: object) -> None:
+    with LocalStore(tmp_path / "s", DIM) as st:
+        with pytest.raises(ClipseekError, match=re.escape(f"record ids must be non-empty strings, got {bad!r}")):
+            st.upsert([Record("a", E[0], {}), Record(bad, E[1], {})])  # type: ignore[arg-type]
+        assert st.count() == 0
+
+
+def test_upsert_refuses_vectors_of_mixed_lengths(tmp_path: Path) -> None:
+    with LocalStore(tmp_path / "s", DIM) as st:
+        with pytest.raises(BadVector, match=r"^record vectors must all be 8-d numeric vectors: "):
+            st.upsert([Record("a", E[0], {}), Record("b", np.ones(DIM + 1), {})])
+        assert st.count() == 0
 
 
 def test_update_metadata_reloads_only_the_columns_it_touched(tmp_path: Path) -> None:
