@@ -46,6 +46,13 @@ def test_upsert_refuses_vectors_of_mixed_lengths(tmp_path: Path) -> None:
         assert st.count() == 0
 
 
+def test_upsert_refuses_scalars_that_would_stack_into_one_vector(tmp_path: Path) -> None:
+    with LocalStore(tmp_path / "s", DIM) as st:
+        with pytest.raises(BadVector, match=re.escape("expected one 8-d vector per record, got shape (8,)")):
+            st.upsert([Record(f"r{i}", np.float32(1.0), {}) for i in range(DIM)])  # type: ignore[arg-type]
+        assert st.count() == 0
+
+
 def test_update_metadata_reloads_only_the_columns_it_touched(tmp_path: Path) -> None:
     with LocalStore(tmp_path / "s", DIM) as st:
         st.upsert([Record(i, E[k], {"camera": f"c{k}", "tag": "old"}) for k, i in enumerate("abc")])
