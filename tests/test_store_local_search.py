@@ -188,3 +188,16 @@ def test_search_takes_one_query_vector(tmp_path: Path) -> None:
         st.upsert([Record("a", np.ones(DIM), {})])
         with pytest.raises(BadVector, match="search takes one query vector, got 2"):
             st.search(np.ones((2, DIM)), 1)
+
+
+def test_records_written_after_the_graph_loaded_are_found_on_it(tmp_path: Path) -> None:
+    st, spy, x, ids = spied(tmp_path, 300, ef_search=64)
+    with st:
+        y = unit(np.random.default_rng(9).standard_normal((10, DIM)))
+        st.upsert([Record(f"n{i}", y[i], {"tag": "new"}) for i in range(10)])
+        st.upsert([Record("r0004", -x[4], {"tag": "moved"})])  # a replaced record moves on the graph too
+        for i in (0, 5, 9):
+            assert st.search(y[i], 1)[0].id == f"n{i}"
+        assert st.search(-x[4], 1)[0].id == "r0004"
+        assert "r0004" not in [h.id for h in st.search(x[4], 3)]
+        assert len(spy.calls) == 5 and not any(f for _k, _ef, f in spy.calls)  # all on the graph
