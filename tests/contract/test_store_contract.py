@@ -227,6 +227,20 @@ def test_upsert_get_count_delete(make) -> None:  # type: ignore[no-untyped-def]
     assert st.stats()["count"] == 48
 
 
+def test_delete_reaches_filters_and_search(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    recs = random_records(20)
+    st.upsert(recs)
+    cam3 = filters.parse({"camera": "cam-3"})
+    assert st.count(cam3) == 2  # r00003, r00013 (and the filter is warm now)
+    assert st.delete([]) == 0
+    assert st.delete(["r00003", "r00003"]) == 1
+    assert st.count(cam3) == 1 and list(st.ids(cam3)) == ["r00013"]
+    assert [h.id for h in st.search(recs[3].vector, 5, where=cam3)] == ["r00013"]
+    hits = st.search(recs[3].vector, limit=19)  # every record that is left, the deleted one not
+    assert sorted(h.id for h in hits) == sorted(r.id for r in recs if r.id != "r00003")
+
+
 def test_upsert_replaces_vector_and_metadata(make) -> None:  # type: ignore[no-untyped-def]
     st = make()
     recs = random_records(20)
@@ -279,6 +293,16 @@ def test_limit(make) -> None:  # type: ignore[no-untyped-def]
     assert st.search(q, limit=0) == []
     assert len(st.search(q, limit=1)) == 1
     assert_same(st.search(q, limit=100), Reference(recs).search(q, 100))
+
+
+def test_limit_defaults_to_10(make) -> None:  # type: ignore[no-untyped-def]
+    st = make()
+    recs = random_records(30)
+    st.upsert(recs)
+    q = recs[0].vector
+    hits = st.search(q)  # VectorStore.search's default limit
+    assert len(hits) == 10
+    assert_same(hits, Reference(recs).search(q, 10))
 
 
 def test_min_cosine(make) -> None:  # type: ignore[no-untyped-def]
@@ -343,6 +367,59 @@ def test_wrong_dimension_inside_a_batch(make) -> None:  # type: ignore[no-untype
     assert st.count() == 0
 
 
+# ------------------------------------------------------------------------------------- the shared top-k cut
+
+# five keys with known scores: 11 and 13 tie for the best
+TOPK_SCORE = {10: 0.1, 11: 0.9, 12: 0.5, 13: 0.9, 14: 0.3}
+
+
+@pytest.mark.parametrize(
+    ("limit", "min_cosine", "keys"),
+    [
+        (1, None, [11, 13]),  # every candidate tied at the cut is kept
+        (2, None, [11, 13]),
+        (3, None, [11, 12, 13]),
+        (4, None, [11, 12, 13, 14]),
+        (5, None, [10, 11, 12, 13, 14]),
+        (6, None, [10, 11, 12, 13, 14]),
+        (0, None, []),
+        (-1, None, []),
+        (10, 0.5, [11, 12, 13]),  # min_cosine is inclusive
+        (1, 0.5, [11, 13]),
+        (2, 0.3, [11, 13]),
+        (5, 0.95, []),
+    ],
+)
+def test_top_candidates(limit: int, min_cosine: float | None, keys: list[int]) -> None:
+    """The cut both stores' scans and the local store's graph search use, in key order."""
+    from clipseek.stores.topk import top_candidates
+
+    got_keys, got_scores = top_candidates(
+        np.array(list(TOPK_SCORE)), np.array(list(TOPK_SCORE.values())), limit, min_cosine
+    )
+    assert got_keys.tolist() == keys
+    assert got_scores.tolist() == [TOPK_SCORE[k] for k in keys]
+
+
+def test_top_candidates_cut_a_long_list() -> None:
+    """1000 distinct scores k/1000 in random order: the cut keeps exactly the ``limit`` best
+    (the partial sort only orders a short list fully)."""
+    from clipseek.stores.topk import top_candidates
+
+    scores = np.random.default_rng(0).permutation(1000) / 1000
+    for limit in (1, 2, 10, 500, 999):
+        keys, got = top_candidates(np.arange(1000), scores, limit, None)
+        assert sorted(got.tolist(), reverse=True) == [(999 - j) / 1000 for j in range(limit)]
+        assert got.tolist() == scores[keys].tolist()
+
+
+def test_top_candidates_of_nothing() -> None:
+    from clipseek.stores.topk import top_candidates
+
+    got_keys, got_scores = top_candidates(np.zeros(0, np.int64), np.zeros(0), 3, 0.5)
+    assert got_keys.tolist() == [] and got_scores.tolist() == []
+
+
 # ------------------------------------------------------------------------------------- filters
 
 FILTER_CASES = [
@@ -359,6 +436,11 @@ FILTER_CASES = [
     {"year": 2024.0},
     {"year": {"gte": 2023}},
     {"year": {"lt": "2022"}},
+    {"year": {"gt": 2023}},  # records equal to the bound: in for gte/lte, out for gt/lt
+    {"year": {"lte": "2022"}},
+    {"speed": {"gt": 42}},
+    {"speed": {"lte": 42}},
+    {"labels": {"in": ["dog", 3]}},  # a text and a number in one list: either matches
     {"speed": {"gt": 50}},
     {"speed": {"gte": 50, "lte": 75.5}},
     {"speed": {"lt": "10"}},
@@ -432,7 +514,8 @@ def filtered_store(make):  # type: ignore[no-untyped-def]
     return st, Reference(recs)
 
 
-@pytest.mark.parametrize("where", FILTER_CASES, ids=[json.dumps(w) for w in FILTER_CASES])
+# ids without backslashes: pytest (and mutmut, which reruns tests by id) cannot select an id holding \"
+@pytest.mark.parametrize("where", FILTER_CASES, ids=[json.dumps(w).replace('\\"', "'") for w in FILTER_CASES])
 def test_filter_semantics(filtered_store, where) -> None:  # type: ignore[no-untyped-def]
     st, ref = filtered_store
     conds = filters.parse(where)
@@ -446,6 +529,17 @@ def test_filter_semantics(filtered_store, where) -> None:  # type: ignore[no-unt
     for _ in range(3):
         q = rng.standard_normal(DIM)
         assert_same(st.search(q, limit=10, where=conds), ref.search(q, 10, where=conds))
+
+
+def test_exclude_with_a_filter(filtered_store) -> None:  # type: ignore[no-untyped-def]
+    st, ref = filtered_store
+    conds = filters.parse({"camera": "cam-3"})  # 120 of 1200
+    q = np.random.default_rng(21).standard_normal(DIM)
+    top = [i for i, _ in ref.search(q, 2, where=conds)]
+    excl = set(top) | {"f00004"}  # f00004 is cam-4: excluding it changes nothing
+    hits = st.search(q, 5, where=conds, exclude=excl)
+    assert len(hits) == 5 and not excl & {h.id for h in hits}
+    assert_same(hits, ref.search(q, 5, where=conds, exclude=excl))
 
 
 def test_filter_with_datetime_metadata(make) -> None:  # type: ignore[no-untyped-def]
@@ -613,6 +707,24 @@ def test_persistence(tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", PERSISTENT)
+def test_fields_after_reopen(tmp_path: Path, name: str) -> None:
+    """The field counts are durable: a field whose only record was deleted stays unknown."""
+    cls = STORES[name]
+    e = np.eye(DIM, dtype=np.float32)
+    with cls(tmp_path / "p", DIM) as st:
+        st.upsert([Record("a", e[0], {"x": 1, "only_a": "y"}), Record("b", e[1], {"x": 2})])
+        st.update_metadata({"b": {"only_b": "z"}})
+        st.delete(["a"])
+    with cls(tmp_path / "p", DIM) as st:
+        assert st.fields() == ["only_b", "x"]
+        with pytest.raises(BadFilter):
+            st.count(filters.parse({"only_a": "y"}))
+        st.delete(["b"])
+    with cls(tmp_path / "p", DIM) as st:
+        assert st.fields() == [] and st.count() == 0
+
+
+@pytest.mark.parametrize("name", PERSISTENT)
 def test_reopen_with_other_dimension_is_refused(tmp_path: Path, name: str) -> None:
     cls = STORES[name]
     with cls(tmp_path / "p", DIM) as st:
@@ -649,6 +761,23 @@ def test_update_metadata_merges_keys_and_keeps_vectors(make) -> None:  # type: i
     assert hits[0].cosine == pytest.approx(1.0, abs=1e-5)
     assert st.update_metadata({}) == 0 and st.update_metadata({"nope": {"a": 1}}) == 0
     assert "a" not in st.fields()
+
+
+def test_fields_follow_update_metadata_and_delete(make) -> None:  # type: ignore[no-untyped-def]
+    """A field stays known while any record has it: two records gain "label" in one call, one
+    record's existing "camera" is replaced (still one "camera" per record)."""
+    st = make()
+    st.upsert(random_records(4))
+    assert st.update_metadata({"r00000": {"label": "a"}, "r00001": {"label": "b"}, "r00002": {"camera": "x"}}) == 3
+    assert st.fields() == ["camera", "i", "label"]
+    st.delete(["r00000"])
+    assert st.fields() == ["camera", "i", "label"] and st.count(filters.parse({"label": "b"})) == 1
+    st.delete(["r00001"])
+    assert st.fields() == ["camera", "i"]
+    with pytest.raises(BadFilter):
+        st.count(filters.parse({"label": "b"}))
+    st.delete(["r00002", "r00003"])
+    assert st.fields() == [] and st.count() == 0
 
 
 def test_update_metadata_is_atomic(make) -> None:  # type: ignore[no-untyped-def]
