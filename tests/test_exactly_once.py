@@ -80,7 +80,7 @@ def test_content_hash_is_stored_hidden_and_costs_no_read_on_a_rerun(engine, thre
     opened: list[str] = []
     monkeypatch.setattr(clipseek.ingest, "_read_small", lambda p: opened.append(str(p)))
     monkeypatch.setattr(clipseek.ingest, "_hash_file", lambda p: opened.append(str(p)))
-    monkeypatch.setattr(clipseek.ingest, "load_image", lambda *a, **k: opened.append("decode"))
+    monkeypatch.setattr(clipseek.images, "load_image", lambda *a, **k: opened.append("decode"))
     rep = col.index(three)
     assert (rep.added, rep.updated, rep.unchanged, opened) == (0, 0, 3, [])
 
