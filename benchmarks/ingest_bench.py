@@ -213,21 +213,24 @@ def main() -> None:
             inputs["fashion-mnist"] = fm
         elif args.fmnist:
             print(f"Fashion-MNIST not under {FMNIST_DIR}: skipped", flush=True)
-        with clipseek.Engine(tmp / "data") as eng:
-            for label, spec in models.items():
-                model, _, runtime = spec.partition("@")
-                os.environ["CLIPSEEK_RUNTIME"] = runtime or "auto"
+        for label, spec in models.items():
+            model, _, runtime = spec.partition("@")
+            os.environ["CLIPSEEK_RUNTIME"] = runtime or "auto"
+            # One Engine per model: an Engine keeps one encoder per model name, so fp32 and int8 of
+            # the same directory would otherwise share the encoder built first.
+            with clipseek.Engine(tmp / f"data-{label}") as eng:
                 for inp, files in inputs.items():
                     r = run(eng, f"{label}-{inp}".replace(".", ""), model, files)
                     r.update(label=label, input=inp)
                     out["runs"].append(r)
                     print(r, flush=True)
-            if not args.no_drift:
-                for label, spec in models.items():
-                    model, _, runtime = spec.partition("@")
-                    os.environ["CLIPSEEK_RUNTIME"] = runtime or "auto"
+        if not args.no_drift:
+            for label, spec in models.items():
+                model, _, runtime = spec.partition("@")
+                os.environ["CLIPSEEK_RUNTIME"] = runtime or "auto"
+                with clipseek.Engine(tmp / f"drift-{label}") as eng:
                     out.setdefault("draft_drift", {}).update(draft_drift(eng, {label: model}, tmp))
-                print("draft drift:", out.get("draft_drift"), flush=True)
+            print("draft drift:", out.get("draft_drift"), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
