@@ -166,6 +166,27 @@ def is_unchanged(ref: ImageRef, known: dict[str, str]) -> bool:
     return ref.fingerprint is not None and known.get(ref.id) == ref.fingerprint
 
 
+def changed_refs(
+    refs: Iterable[ImageRef],
+    known: dict[str, str],
+    report: IngestReport,
+    progress: Callable[[int], None],
+    on_unchanged: Callable[[str], None] | None = None,
+) -> Iterator[ImageRef]:
+    """The refs to encode (fingerprinted); unchanged ones are counted in ``report`` and passed to
+    ``on_unchanged`` (their ids), the one rule every pipeline (threads, Ray) skips by."""
+    for ref in refs:
+        ref = with_file_fingerprint(ref)
+        if is_unchanged(ref, known):
+            report.unchanged += 1
+            report.count("unchanged")
+            if on_unchanged is not None:
+                on_unchanged(ref.id)
+            progress(1)
+            continue
+        yield ref
+
+
 @dataclass
 class _Item:
     """A loaded item on its way to the store: the encoder's input made from its decoded image
@@ -268,16 +289,8 @@ class IngestJob:
 
     def _changed(self, refs: Iterable[ImageRef]) -> Iterator[ImageRef]:
         """The refs to encode; unchanged ones are counted (and remembered for relabelling)."""
-        for ref in refs:
-            ref = with_file_fingerprint(ref)
-            if is_unchanged(ref, self.known):
-                self.report.unchanged += 1
-                self.report.count("unchanged")
-                if self.annotate is not None:
-                    self._unchanged.append(ref.id)
-                self._progress(1)
-                continue
-            yield ref
+        remember = self._unchanged.append if self.annotate is not None else None
+        return changed_refs(refs, self.known, self.report, self._progress, remember)
 
     def _downloaded(self, refs: Iterable[ImageRef]) -> Iterator[ImageRef]:
         """The download stage: URL refs come out as refs to their cached files, in the order their

@@ -2,7 +2,7 @@
 
 The same pipeline as :mod:`clipseek.ingest`, with loading and encoding spread over Ray workers:
 
-- the driver lists the source, skips unchanged items with the same rule (:func:`is_unchanged`),
+- the driver lists the source, skips unchanged items with the same rule (:func:`~clipseek.ingest.changed_refs`),
   downloads URL items with the same :class:`~clipseek.downloads.DownloadStage`, and hands the refs
   (picklable dataclasses) to Ray Data in chunks of ``CHUNK``, so a source of any size streams;
 - each worker is a Ray Data actor holding one encoder, built from the collection's encoder name
@@ -38,7 +38,7 @@ import numpy as np
 from .downloads import DownloadStage
 from .errors import BadImage, ClipseekError
 from .failures import reason_of
-from .ingest import HASH_KEY, IngestReport, is_unchanged, with_file_fingerprint
+from .ingest import HASH_KEY, IngestReport, changed_refs
 from .stores.base import VectorStore
 from .types import EncoderInfo, ImageRef, Record
 
@@ -202,14 +202,7 @@ class RayIngestJob:
             self.on_progress(n)
 
     def _changed(self, refs: Iterable[ImageRef]) -> Iterator[ImageRef]:
-        for ref in refs:
-            ref = with_file_fingerprint(ref)
-            if is_unchanged(ref, self.known):
-                self.report.unchanged += 1
-                self.report.count("unchanged")
-                self._progress(1)
-                continue
-            yield ref
+        return changed_refs(refs, self.known, self.report, self._progress)
 
     def _downloaded(self, refs: Iterable[ImageRef]) -> Iterator[ImageRef]:
         for ref, error in self.downloads.run(refs):
