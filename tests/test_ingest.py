@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 import clipseek
@@ -112,3 +113,40 @@ def test_huge_pngs_with_several_workers_are_all_indexed_in_bounded_memory(tmp_pa
     assert res["failed"] == [] and res["added"] == 8
     assert res["sizes"] == [[64, 48], [15000, 15000]]  # metadata keeps the file's size, not the reduced one
     assert res["grew_mb"] < 3 * 225, res
+
+
+def test_commit_window_counts_commits_when_due_and_never_retries_a_failed_write(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from clipseek.downloads import DownloadStage
+    from clipseek.ingest import CommitWindow, IngestReport
+    from clipseek.types import Record
+
+    class Store:
+        def __init__(self) -> None:
+            self.calls: list[list[str]] = []
+            self.fail = False
+
+        def upsert(self, recs):  # type: ignore[no-untyped-def]
+            self.calls.append([r.id for r in recs])
+            if self.fail:
+                raise OSError("disk full")
+
+    store, report = Store(), IngestReport()
+    win = CommitWindow(store, report, DownloadStage(tmp_path / "dl"), every=3, seconds=3600)  # type: ignore[arg-type]
+    v = np.ones(4, np.float32) / 2
+    win.add(Record("a", v), True)
+    win.add(Record("b", v), False)
+    assert not win.due()
+    win.add(Record("c", v), True)
+    assert win.due()
+    assert [r.id for r in win.commit()] == ["a", "b", "c"]
+    assert (store.calls, report.added, report.updated, win.pending) == ([["a", "b", "c"]], 2, 1, [])
+    assert win.commit() == [] and len(store.calls) == 1  # nothing pending: no write
+
+    store.fail = True
+    win.add(Record("d", v), True)
+    with pytest.raises(OSError, match="disk full"):
+        win.commit()
+    assert win.failed and win.commit() == [] and len(store.calls) == 2  # not retried on the way out
+    assert (report.added, report.updated) == (2, 1)

@@ -166,6 +166,49 @@ def is_unchanged(ref: ImageRef, known: dict[str, str]) -> bool:
     return ref.fingerprint is not None and known.get(ref.id) == ref.fingerprint
 
 
+class CommitWindow:
+    """Encoded records waiting for the next atomic store ``upsert``: written every ``every`` records
+    or ``seconds``, and once more when a run stops (also on Ctrl-C), by every pipeline (threads, Ray).
+
+    One transaction (and fsync) per commit, not per encoder batch: small encoder batches would
+    otherwise spend a large share of the time syncing the disk. A failed upsert marks the window
+    ``failed``; it is not retried on the way out."""
+
+    def __init__(
+        self, store: VectorStore, report: IngestReport, downloads: DownloadStage, every: int = 256, seconds: float = 5.0
+    ) -> None:
+        self.store, self.report, self.downloads = store, report, downloads
+        self.every, self.seconds = every, seconds
+        self.pending: list[tuple[Record, bool]] = []  # (record, is new), encoded but not yet stored
+        self.failed = False
+        self._last = time.monotonic()
+
+    def add(self, record: Record, is_new: bool) -> None:
+        self.pending.append((record, is_new))
+
+    def due(self) -> bool:
+        return len(self.pending) >= self.every or time.monotonic() - self._last >= self.seconds
+
+    def commit(self) -> list[Record]:
+        """Upsert the pending records in one transaction; count them as added or updated and
+        release their downloads. Returns the records written."""
+        self._last = time.monotonic()
+        if not self.pending or self.failed:
+            return []
+        recs = [rec for rec, _ in self.pending]
+        try:
+            self.store.upsert(recs)
+        except BaseException:
+            self.failed = True
+            raise
+        self.downloads.release(rec.id for rec in recs)
+        added = sum(1 for _, is_new in self.pending if is_new)
+        self.report.added += added
+        self.report.updated += len(recs) - added
+        self.pending.clear()
+        return recs
+
+
 def changed_refs(
     refs: Iterable[ImageRef],
     known: dict[str, str],
@@ -237,17 +280,13 @@ class IngestJob:
         self.workers = max(1, workers)
         self.on_progress = on_progress
         self.report = report or IngestReport()
-        self.commit_every = commit_every
-        self.commit_seconds = commit_seconds
         self.relabel_chunk = relabel_chunk
         # URL items: downloaded into the collection's cache (the engine passes it), else $CLIPSEEK_HOME's.
         self.downloads = downloads or DownloadStage(default_data_dir() / "downloads")
+        self._window = CommitWindow(store, self.report, self.downloads, commit_every, commit_seconds)
         self._budget = PixelBudget(DECODE_PIXELS)
         self._batch: list[_Item] = []
-        self._pending: list[tuple[Record, bool]] = []  # (record, is new) encoded but not yet stored
         self._unchanged: list[str] = []  # ids to relabel, when labelling
-        self._last_commit = time.monotonic()
-        self._store_failed = False
         # sha256 -> a committed id with those bytes. It may be stale (that record re-encoded since),
         # so a use checks the record's own hash (:meth:`_stored_with`).
         self._by_hash: dict[str, str] = {}
@@ -276,8 +315,7 @@ class IngestJob:
                 # Also on Ctrl-C, SIGTERM (the CLI turns it into KeyboardInterrupt) or an encoder
                 # failure: keep what is already encoded (complete records), so the next run resumes
                 # after it. A failing store write is not retried here.
-                if not self._store_failed:
-                    self._commit()
+                self._commit()
         self._relabel_unchanged()
         self.store.flush()
         self.report.seconds += time.perf_counter() - t0
@@ -426,42 +464,30 @@ class IngestJob:
             if it.sha256 is not None:
                 meta[HASH_KEY] = it.sha256
                 self._pending_vec.setdefault(it.sha256, v)
-            self._pending.append((Record(ref.id, v, meta), ref.id not in self.known))
+            self._window.add(Record(ref.id, v, meta), ref.id not in self.known)
         self.report.count("encoded", len(self._batch))
         self._progress(len(self._batch))
         self._batch.clear()
-        if len(self._pending) >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_seconds:
+        if self._window.due():
             self._commit()
 
     def _commit(self) -> None:
-        """Write the pending records in one store transaction.
-
-        One transaction (and fsync) per commit, not per encoder batch: small encoder batches would
-        otherwise spend a large share of the time syncing the disk."""
-        if self._pending:
-            recs = [rec for rec, _ in self._pending]
-            for rec in recs:  # duplicates found for a pending record go in with it
-                paths = self._dups.pop(rec.id, None)
-                if paths:
-                    rec.metadata[DUPLICATES_KEY] = sorted(set(paths))
-            try:
-                self.store.upsert(recs)
-            except BaseException:
-                self._store_failed = True
-                raise
-            self.downloads.release(rec.id for rec, _ in self._pending)
-            added = sum(1 for _, is_new in self._pending if is_new)
-            self.report.added += added
-            self.report.updated += len(self._pending) - added
-            for rec in recs:
+        """Commit the window, with the duplicates found for its records (``dedup="skip"``)."""
+        for rec, _ in self._window.pending:
+            paths = self._dups.pop(rec.id, None)
+            if paths:
+                rec.metadata[DUPLICATES_KEY] = sorted(set(paths))
+        if self._window.failed:
+            return
+        committed = self._window.commit()
+        if committed:
+            for rec in committed:
                 h = rec.metadata.get(HASH_KEY)
                 if h is not None:
                     self._by_hash[h] = rec.id
-            self._pending.clear()
             self._pending_vec.clear()
             self._open_owner.clear()  # the batch is empty here, but after an interruption
         self._list_duplicates()
-        self._last_commit = time.monotonic()
 
     def _list_duplicates(self) -> None:
         """Add the duplicates found for stored records to their ``duplicates`` (metadata only)."""

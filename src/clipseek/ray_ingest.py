@@ -38,7 +38,7 @@ import numpy as np
 from .downloads import DownloadStage
 from .errors import BadImage, ClipseekError
 from .failures import reason_of
-from .ingest import HASH_KEY, IngestReport, changed_refs
+from .ingest import HASH_KEY, CommitWindow, IngestReport, changed_refs
 from .stores.base import VectorStore
 from .types import EncoderInfo, ImageRef, Record
 
@@ -173,11 +173,8 @@ class RayIngestJob:
         self.batch_size = batch_size or BATCH
         self.on_progress = on_progress
         self.report = report or IngestReport()
-        self.commit_every = commit_every
-        self.commit_seconds = commit_seconds
         self.downloads = downloads
-        self._pending: list[tuple[Record, bool]] = []
-        self._last_commit = time.monotonic()
+        self._window = CommitWindow(store, self.report, downloads, commit_every, commit_seconds)
 
     def run(self, refs: Iterable[ImageRef]) -> IngestReport:
         ray = connect(self.address)
@@ -192,7 +189,7 @@ class RayIngestJob:
                     chunk = []
             self._run_chunk(ray, chunk, workers)
         finally:
-            self._commit()  # also on Ctrl-C: keep what is encoded, the next run resumes after it
+            self._window.commit()  # also on Ctrl-C: keep what is encoded, the next run resumes after it
         self.store.flush()
         self.report.seconds += time.perf_counter() - t0
         return self.report
@@ -248,24 +245,12 @@ class RayIngestJob:
             if ref.fingerprint is not None:
                 meta["_fingerprint"] = ref.fingerprint
             meta[HASH_KEY] = str(batch["sha256"][k])
-            self._pending.append((Record(ref.id, np.asarray(batch["vector"][k]), meta), ref.id not in self.known))
+            self._window.add(Record(ref.id, np.asarray(batch["vector"][k]), meta), ref.id not in self.known)
             encoded += 1
         self.report.count("encoded", encoded)
         self._progress(encoded)
-        if len(self._pending) >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_seconds:
-            self._commit()
-
-    def _commit(self) -> None:
-        """Write the pending records in one atomic store upsert (the driver is the only writer)."""
-        self._last_commit = time.monotonic()
-        if not self._pending:
-            return
-        self.store.upsert([rec for rec, _ in self._pending])
-        self.downloads.release(rec.id for rec, _ in self._pending)
-        added = sum(1 for _, is_new in self._pending if is_new)
-        self.report.added += added
-        self.report.updated += len(self._pending) - added
-        self._pending.clear()
+        if self._window.due():
+            self._window.commit()
 
 
 def ray_ingest(refs: Iterable[ImageRef], built: EncoderInfo, store: VectorStore, **options: Any) -> IngestReport:

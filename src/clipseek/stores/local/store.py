@@ -121,6 +121,14 @@ def _names_damage_in(*methods: str) -> Callable[[C], C]:
     return wrap
 
 
+def _bump_meta_gen(db: sqlite3.Connection) -> None:
+    """Tell readers that atoms of existing slots changed (they reload their filter columns)."""
+    db.execute(
+        "INSERT INTO meta(key, value) VALUES ('meta_gen', '1') "
+        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+    )
+
+
 @_names_damage_in(
     "upsert", "update_metadata", "delete", "get", "count", "fields", "ids", "fingerprints", "search", "check", "repair"
 )
@@ -558,11 +566,8 @@ class LocalStore(VectorStore):
                 db.executemany("DELETE FROM atoms WHERE field=? AND slot=?", drop)
                 db.executemany("INSERT INTO atoms(field, slot, k, s, n, t) VALUES (?, ?, ?, ?, ?, ?)", atom_rows)
                 self._apply_counts(db, delta)
-                if old:  # tells readers that atoms of existing slots changed
-                    db.execute(
-                        "INSERT INTO meta(key, value) VALUES ('meta_gen', '1') "
-                        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-                    )
+                if old:
+                    _bump_meta_gen(db)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -1077,10 +1082,7 @@ class LocalStore(VectorStore):
                         atom_rows.extend(self._atoms(f, slot, v))
                     db.executemany("INSERT INTO atoms(field, slot, k, s, n, t) VALUES (?, ?, ?, ?, ?, ?)", atom_rows)
                 self._apply_counts(db, delta)
-                db.execute(
-                    "INSERT INTO meta(key, value) VALUES ('meta_gen', '1') "
-                    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-                )
+                _bump_meta_gen(db)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
