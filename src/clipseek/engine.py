@@ -32,6 +32,7 @@ from .errors import (
     CollectionNotFound,
     EncoderMismatch,
     RecordNotFound,
+    VectorOnly,
 )
 from .failures import Failure
 from .ingest import HASH_KEY, Dedup, IngestReport, ingest
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 DEFAULT_STORE = "local"
 DEFAULT_COLLECTION = "default"
+# The encoder name recorded by a collection created with a dimension and no model: it holds vectors
+# made elsewhere (the REST API's and the Pinecone-compatible API's vector-only indexes).
+VECTOR_ONLY = "vectors"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -131,17 +135,31 @@ class Collection:
     # -------------------------------------------------------------------------------- encoder
 
     @property
+    def vector_only(self) -> bool:
+        """True for a collection created with a dimension and no model: it is searched by vector or
+        by id, its score is the raw cosine, and it has no encoder."""
+        return self.encoder_info.name == VECTOR_ONLY
+
+    @property
     def encoder(self) -> Encoder:
         """The collection's encoder, loaded on first use and checked against what built the data."""
+        if self.vector_only:
+            raise VectorOnly(
+                f"collection {self.name!r} holds vectors only (created with a dimension, no model): "
+                "search it by vector or by an existing id, and add records as vectors"
+            )
         if self._encoder is None:
             enc = self.engine.encoder(self.encoder_info.name)
             check_encoder(self.name, self.encoder_info, enc.info)
             self._encoder = enc
         return self._encoder
 
-    def calibration(self, kind: str) -> Calibration:
+    def calibration(self, kind: str) -> Calibration | None:
         """The score calibration for a query kind: from collection.json, so ``like`` and vector
-        queries need no model; collections made before it was recorded ask the encoder."""
+        queries need no model; collections made before it was recorded ask the encoder.
+        None for a vector-only collection, whose score is the raw cosine."""
+        if self.vector_only:
+            return None
         stored = self.config.get("calibration")
         if stored:
             cal = {k: Calibration(float(v["center"]), float(v["scale"])) for k, v in stored.items()}
@@ -319,6 +337,34 @@ class Collection:
 
         return annotate
 
+    def add_vectors(
+        self, ids: Sequence[str], vectors: Any, metadata: Sequence[dict[str, Any] | None] | None = None
+    ) -> int:
+        """Insert or replace records made elsewhere: ``vectors`` is (n, dim) (one row per id; rows are
+        L2-normalised here), ``metadata`` one dict (or None) per id. The last of repeated ids wins.
+        All rows are checked before any is written; returns how many records were written."""
+        ids = list(ids)
+        for i in ids:
+            if not isinstance(i, str) or not i or len(i) > 512:
+                raise ClipseekError(f"bad record id {i!r}: ids are non-empty strings of at most 512 characters")
+        vecs = as_unit_vectors(vectors, self.encoder_info.dim) if ids else np.zeros((0, self.encoder_info.dim), np.float32)
+        if len(vecs) != len(ids):
+            raise BadVector(f"{len(ids)} ids but {len(vecs)} vectors")
+        metas = list(metadata) if metadata is not None else [None] * len(ids)
+        if len(metas) != len(ids):
+            raise ClipseekError(f"{len(ids)} ids but {len(metas)} metadata entries")
+        last: dict[str, Record] = {}
+        for id_, vec, meta in zip(ids, vecs, metas):
+            meta = dict(meta or {})
+            bad = [k for k in meta if not isinstance(k, str) or not k or k.startswith("_")]
+            if bad:
+                raise ClipseekError(f"record {id_!r}: bad metadata field name {bad[0]!r} (names starting with '_' are clipseek's own)")
+            last[id_] = Record(id_, vec, meta)
+        if last:
+            self.store.upsert(list(last.values()))
+            self.store.flush()
+        return len(last)
+
     def delete(self, ids: Iterable[str] = (), where: Any = None) -> int:
         """Delete records by id (or by file path, as ``like`` accepts) and those matching ``where``."""
         targets = [self._stored_id(i) for i in ids]
@@ -432,14 +478,14 @@ class Collection:
         cal = self.calibration(query.kind)
         floor = min_cosine
         if threshold is not None:
-            t_cos = cal.cosine_at(threshold)
+            t_cos = cal.cosine_at(threshold) if cal is not None else threshold
             floor = t_cos if floor is None else max(floor, t_cos)
         hits = self.store.search(
             query.vector, limit=top, where=conds, min_cosine=floor, exclude=[query.exclude] if query.exclude else []
         )
         t2 = time.perf_counter()
         for h in hits:
-            h.score = float(cal.score(h.cosine))
+            h.score = float(cal.score(h.cosine)) if cal is not None else h.cosine
             h.metadata = _public(h.metadata)
         return SearchResult(
             collection=self.name,
@@ -574,18 +620,33 @@ class Engine:
     def exists(self, name: str) -> bool:
         return (self.collections_dir / name / "collection.json").is_file()
 
-    def create(self, name: str, model: str | None = None, store: str | None = None) -> Collection:
+    def create(
+        self, name: str, model: str | None = None, store: str | None = None, *, dim: int | None = None
+    ) -> Collection:
+        """Create a collection filled by ``model`` (default: ``$CLIPSEEK_MODEL`` or the default
+        model), or, with ``dim`` and no model, a vector-only collection of that dimension."""
         if not _NAME_RE.match(name):
             raise ClipseekError(
                 f"bad collection name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)"
             )
         if self.exists(name):
             raise CollectionExists(f"collection {name!r} already exists")
-        if model is None:
-            from .modelfiles import resolve_default_model
+        enc: Encoder | None = None
+        if dim is not None:
+            if model is not None:
+                raise ClipseekError("give a model or a dimension, not both: a model fixes the dimension")
+            if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
+                raise ClipseekError(f"bad dimension {dim!r}: a whole number from 1 to 65536")
+            info = EncoderInfo(name=VECTOR_ONLY, model_id="", dim=dim, version="1")
+            calibration: dict[str, Any] | None = None
+        else:
+            if model is None:
+                from .modelfiles import resolve_default_model
 
-            model = resolve_default_model(os.environ.get("CLIPSEEK_MODEL"))
-        enc = self.encoder(model)
+                model = resolve_default_model(os.environ.get("CLIPSEEK_MODEL"))
+            enc = self.encoder(model)
+            info = enc.info
+            calibration = {k: {"center": c.center, "scale": c.scale} for k, c in enc.calibration.items()}
         store_name = store or DEFAULT_STORE
         get_registry().store_class(store_name)  # fail early on an unknown store
         path = self.collections_dir / name
@@ -593,9 +654,9 @@ class Engine:
         config = {
             "format": FORMAT_VERSION,
             "name": name,
-            "encoder": enc.info.to_dict(),
+            "encoder": info.to_dict(),
             # The encoder's score calibration, so queries from stored vectors need no model.
-            "calibration": {k: {"center": c.center, "scale": c.scale} for k, c in enc.calibration.items()},
+            "calibration": calibration,
             "store": store_name,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

@@ -13,6 +13,7 @@ turn it into a clear message and a non-zero exit / 4xx answer without a tracebac
     ├── BadImage                  an image that cannot be read (corrupt, empty, too large, not an image)
     │   └── DownloadError         a URL that cannot be downloaded (with a reason key: http_404, timeout ...)
     ├── RecordNotFound            --like / get of an id that is not in the collection
+    ├── VectorOnly                asking a vector-only collection (no model) for text, images or labels
     ├── CollectionDamaged         a collection file that is truncated, corrupt or unreadable (see `clipseek check`)
     └── ModelUnavailable          an encoder whose weights or packages are missing
 """
@@ -58,6 +59,10 @@ class RecordNotFound(ClipseekError):
 
 class ModelUnavailable(ClipseekError):
     pass
+
+
+class VectorOnly(ClipseekError):
+    """A text or image query, an image ingest or labels on a collection that holds vectors only."""
 
 
 class CollectionDamaged(ClipseekError):

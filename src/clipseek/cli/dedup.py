@@ -63,7 +63,10 @@ def dedup(
 
         cal = col.calibration("image")
         for k, g in enumerate(groups, 1):
-            hits = [Hit(m.id, m.cosine, {"path": m.path} if m.path else {}, float(cal.score(m.cosine))) for m in g.members]
+            hits = [
+                Hit(m.id, m.cosine, {"path": m.path} if m.path else {}, float(cal.score(m.cosine)) if cal else m.cosine)
+                for m in g.members
+            ]
             title = f"group {k}: {len(g.members)} near duplicates (cosine >= {threshold})"
             written.append(str(render_grid(hits, Path(grid) / f"group-{k:04d}.png", title=title)))
     if as_json:
