@@ -525,8 +525,11 @@ def _attach_commands() -> None:
     from .classify import classify
     from .dedup import dedup
     from .model import model
+    from .serve import keys, serve
 
     cli.add_command(model)
+    cli.add_command(serve)
+    cli.add_command(keys)
     cli.add_command(classify)
     cli.add_command(dedup)
 
