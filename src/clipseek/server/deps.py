@@ -7,12 +7,13 @@ open); the dependency answers 401 (no or unknown key), 403 (a read-only key writ
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 from fastapi import Depends, Request
 
@@ -55,6 +56,20 @@ class State:
     started: float = field(default_factory=time.time)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     extras: dict[str, Any] = field(default_factory=dict)  # per-feature state (jobs, batcher, metrics)
+
+    def on(self, event: str, listener: Callable[..., None]) -> None:
+        """Call ``listener(**data)`` on every ``emit(event, **data)`` (metrics, logs, watch-lists)."""
+        self.extras.setdefault("listeners", {}).setdefault(event, []).append(listener)
+
+    def emit(self, event: str, **data: Any) -> None:
+        """Tell listeners something happened. Events: ``search`` (collection: str, result:
+        SearchResult), ``records_written`` (collection: str, count: int), ``job`` (job: the job's
+        JSON dict, on every progress step and at its end). A failing listener is logged, never raised."""
+        for listener in self.extras.get("listeners", {}).get(event, []):
+            try:
+                listener(**data)
+            except Exception:  # noqa: BLE001
+                logging.getLogger("clipseek.server").exception("listener for %r failed", event)
 
     def collection(self, name: str) -> Collection:
         """An open collection (opened once, for reading and writing, shared by all requests)."""
