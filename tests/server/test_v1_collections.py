@@ -123,3 +123,19 @@ def test_openapi_documents_bodies(client, path: str) -> None:  # type: ignore[no
     schemas = doc["components"]["schemas"]
     assert {"SearchBody", "SearchOut", "CollectionInfo", "CreateCollection", "JobOut", "AddRecords"} <= set(schemas)
     assert set(schemas["SearchOut"]["properties"]) >= {"hits", "took_ms", "timing", "query"}
+
+
+def test_models_a_request_may_name(engine: Engine, client, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("clipseek.modelfiles.find_local", lambda name: None)
+    r = client.post("/v1/collections", json={"name": "m", "model": "clip-vit-b32"})
+    assert r.status_code == 503 and r.json()["error"] == {
+        "code": "model_unavailable",
+        "message": "model 'clip-vit-b32' is not on this server; its owner can get it with "
+        "`clipseek model pull clip-vit-b32` (or `clipseek model unpack`) and retry",
+    }
+    for spec in [str(tmp_path / "some-model"), "openai/clip-vit-base-patch32", "../models/x", "~/m"]:
+        r = client.post("/v1/collections", json={"name": "m", "model": spec})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_model", spec
+        assert "model folders and hub ids are for the server's owner to configure" in r.json()["error"]["message"]
+    assert engine.names() == []

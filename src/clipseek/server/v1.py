@@ -76,7 +76,7 @@ def install(app: FastAPI, state: State) -> None:
                     raise ApiError(400, "bad_request", "give a model or a dimension, not both: a model fixes the dimension")
                 col = state.engine.create(body.name, store=body.store, dim=body.dimension)
             else:
-                col = state.engine.create(body.name, model=body.model or _default_model(state), store=body.store)
+                col = state.engine.create(body.name, model=_model(state, body.model), store=body.store)
         return _info(state, col)
 
     @r.get("/collections/{name}", tags=["collections"], summary="Describe a collection", response_model=S.CollectionInfo)
@@ -363,7 +363,7 @@ def install(app: FastAPI, state: State) -> None:
                         409, "encoder_mismatch", f"collection {name!r} was built with {col.encoder_info.name!r}, not {body.model!r}"
                     )
             else:
-                col = state.engine.create(name, model=body.model or _default_model(state))
+                col = state.engine.create(name, model=_model(state, body.model))
         col.encoder  # noqa: B018 - a vector-only collection is refused now, not in the job
         options: dict[str, Any] = {"prune": opts.prune, "dedup": opts.dedup}
         if opts.labels:
@@ -396,6 +396,33 @@ def _info(state: State, col: Collection) -> dict[str, Any]:
     running = jobs_of(state).running(col.name)
     info["job"] = running.id if running else None
     return info
+
+
+def _model(state: State, spec: str | None) -> str:
+    """The model a request may create a collection with: a registered encoder name or a preset
+    already on this machine (or the server's configured model). A request never names a folder or
+    a hub id (that would read files outside the roots or download), and never downloads a model."""
+    if spec is None or spec == state.settings.model:
+        return spec or _default_model(state)
+    from ..encoders.presets import PRESETS
+    from ..errors import ModelUnavailable
+    from ..modelfiles import find_local
+    from ..plugins import get_registry
+
+    known = sorted(get_registry().encoders)
+    if "/" in spec or "\\" in spec or spec.startswith((".", "~")):
+        raise ApiError(
+            400,
+            "bad_model",
+            f"model {spec!r}: name a model ({', '.join(known + sorted(PRESETS))}); model folders and hub ids "
+            "are for the server's owner to configure (model = ... under [server] in clipseek.toml)",
+        )
+    if spec in PRESETS and spec not in known and find_local(spec) is None:
+        raise ModelUnavailable(
+            f"model {spec!r} is not on this server; its owner can get it with `clipseek model pull {spec}` "
+            "(or `clipseek model unpack`) and retry"
+        )
+    return spec
 
 
 def _default_model(state: State) -> str:
