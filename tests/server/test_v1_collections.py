@@ -31,6 +31,19 @@ def test_create_list_describe_delete(engine: Engine, client, photo_dir: Path) ->
     assert "no collection 'vecs'" in r.json()["error"]["message"]
     r = client.delete("/v1/collections/vecs")
     assert r.status_code == 404
+    assert client.get("/v1/collections/..").status_code == 404
+    assert client.delete("/v1/collections/..").status_code == 404
+
+
+def test_list_shows_collections_it_cannot_open(engine: Engine, client) -> None:  # type: ignore[no-untyped-def]
+    engine.create("ok", dim=2)
+    engine.create("bad", dim=2)
+    engine.close()
+    (engine.data_dir / "collections" / "bad" / "collection.json").write_text("{not json")
+    body = client.get("/v1/collections").json()
+    assert [c["name"] for c in body["collections"]] == ["ok"]
+    assert body["unavailable"][0]["name"] == "bad" and "not a valid collection file" in body["unavailable"][0]["error"]
+    assert client.delete("/v1/collections/bad").json() == {"deleted": "bad"}
 
 
 def test_create_errors(engine: Engine, client) -> None:  # type: ignore[no-untyped-def]

@@ -122,6 +122,8 @@ def test_search_errors(photos: Engine, make_client) -> None:  # type: ignore[no-
     r = c.post("/v1/collections/p/search", json={"text": "red", "where": {"camra": "x"}})
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_filter"
     assert "camra" in r.json()["error"]["message"]
+    r = c.post("/v1/collections/p/search", json={"text": "red", "where": {"width": 10**400}})
+    assert r.status_code == 400 and "has no usable value" in r.json()["error"]["message"]
     r = c.post("/v1/collections/nope/search", json={"text": "red"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "collection_not_found"
     assert "no collection 'nope'" in r.json()["error"]["message"]
