@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from _serving import LiveServer, free_port, server_env
 from PIL import Image
 
 from clipseek.engine import Engine
+
+from ._serving import LiveServer, free_port, server_env
 
 
 def test_serve_refuses_all_interfaces_without_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
