@@ -264,7 +264,14 @@ FILTERS: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
 def test_filters_give_the_same_records_as_a_numpy_filter(new_index: Callable[..., Any]) -> None:
     index = new_index("filters")
     ids, vecs, metas = make_records(seed=1)
-    upsert_all(index, ids, vecs, metas)
+    # the client's own batching: 3 requests of at most 50 vectors, sent concurrently
+    res = index.upsert(
+        vectors=[{"id": i, "values": v.tolist(), "metadata": m} for i, v, m in zip(ids, vecs, metas)],
+        batch_size=50,
+        max_concurrency=3,
+    )
+    assert (res.upserted_count, res.total_batch_count, res.failed_batch_count) == (N, 3, 0)
+    assert index.describe_index_stats().total_vector_count == N
     q = np.random.default_rng(11).normal(size=DIM).astype(np.float32)
     for flt, keep in FILTERS:
         expected = cosine_ranking(ids, vecs, q, lambda i, keep=keep: keep(metas[i]))  # type: ignore[misc]
@@ -472,3 +479,37 @@ def test_api_keys_through_the_client(tmp_path: Path) -> None:
             c.close()
     finally:
         srv.stop()
+
+
+# ----------------------------------------------------------------------------- the 2026-07 surface
+
+def test_current_client_surface_and_deletion_protection(pc: Pinecone, server: Server) -> None:
+    pc.indexes.create(
+        name="modern",
+        schema={"fields": {"embedding": {"type": "dense_vector", "dimension": 3, "metric": "cosine"}}},
+        deployment={"deployment_type": "managed", "cloud": "gcp", "region": "europe-west4"},
+        deletion_protection="enabled",
+        tags={"team": "lab"},
+    )
+    desc = pc.indexes.describe("modern")
+    assert desc.schema.fields["embedding"].dimension == 3
+    assert (desc.deployment.cloud, desc.deployment.region) == ("gcp", "europe-west4")
+    assert desc.deletion_protection == "enabled" and desc.tags == {"team": "lab"}
+    idx = pc.index(name="modern")
+    idx.upsert(vectors=[("x", [1.0, 2.0, 2.0])], namespace="__default__")
+    match = idx.query(vector=[1.0, 2.0, 2.0], top_k=1).matches[0]
+    assert match.id == "x" and match.score == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(idx.fetch(ids=["x"]).vectors["x"].values, [1 / 3, 2 / 3, 2 / 3], atol=1e-6)
+    idx.close()
+
+    with pytest.raises(ForbiddenError) as err:
+        pc.delete_index("modern")
+    assert "deletion protection" in str(err.value)
+    pc.configure_index("modern", deletion_protection="disabled", tags={"team": ""})
+    assert pc.describe_index("modern").tags is None
+    pc.delete_index("modern")
+    assert not pc.indexes.exists("modern")
+
+    with pytest.raises(ApiError) as sparse:
+        pc.indexes.create(name="sparse", schema={"fields": {"kw": {"type": "sparse_vector"}}})
+    assert sparse.value.status_code == 400 and "sparse_vector are not supported" in str(sparse.value)
