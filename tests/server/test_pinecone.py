@@ -434,6 +434,10 @@ def test_vector_only_collections_are_indexes_and_model_collections_are_not(pc: P
     with pytest.raises(NotFoundError) as err:
         pc.describe_index("photos")
     assert "built with the model 'offline'" in str(err.value)
+    photos = pc.Index(host=f"{server.url}/pinecone/photos")
+    with pytest.raises(NotFoundError):
+        photos.query(vector=[0.5] * 1280, top_k=1)
+    photos.close()
     with pytest.raises(ConflictError):
         pc.create_index(name="photos", dimension=4, metric="cosine", spec=ServerlessSpec(cloud="aws", region="us-east-1"))
     desc = pc.describe_index("made-elsewhere")

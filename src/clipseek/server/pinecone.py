@@ -39,7 +39,9 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -51,7 +53,7 @@ from fastapi.routing import APIRoute
 from .. import filters
 from ..engine import VECTOR_ONLY, Collection, SearchResult
 from ..errors import ClipseekError, CollectionNotFound
-from ..types import Hit, Record, as_unit_vectors
+from ..types import EncoderInfo, Hit, Record, as_unit_vectors
 from .deps import Reader, State, Writer
 from .errors import ApiError, status_of
 
@@ -126,7 +128,7 @@ class PineconeRoute(APIRoute):
     """Routes whose every failure (access checks and body validation included) is answered in
     Pinecone's error shape instead of clipseek's."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def pinecone_handler(request: Request) -> Response:
@@ -290,7 +292,7 @@ class Scope:
             return [*conds, filters.Condition(NS_FIELD, "eq", NS_PREFIX + self.ns)], []
         return list(conds), list(self.namespaced())
 
-    def ids(self, conds: list[filters.Condition] = ()) -> list[str]:  # type: ignore[assignment]
+    def ids(self, conds: Sequence[filters.Condition] = ()) -> list[str]:
         sel = self.where(list(conds))
         if sel is None:
             return []
@@ -301,7 +303,7 @@ class Scope:
             found = [i for i in found if i not in drop]
         return list(found)
 
-    def count(self, conds: list[filters.Condition] = ()) -> int:  # type: ignore[assignment]
+    def count(self, conds: Sequence[filters.Condition] = ()) -> int:
         sel = self.where(list(conds))
         if sel is None:
             return 0
@@ -317,18 +319,28 @@ class Scope:
 
 # ----------------------------------------------------------------------------- the index model
 
-def _side(col: Collection) -> dict[str, Any]:
+@dataclass(frozen=True)
+class IndexInfo:
+    """What the control plane says about an index, read from its collection's files without
+    opening its store (so listing never waits on, or fails for, a collection another process writes)."""
+
+    name: str
+    dim: int
+    path: Path
+
+
+def _side(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads((col.path / SIDE_FILE).read_text())
+        data = json.loads((path / SIDE_FILE).read_text())
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
 
 
-def _write_side(col: Collection, data: dict[str, Any]) -> None:
-    tmp = col.path / (SIDE_FILE + ".tmp")
+def _write_side(path: Path, data: dict[str, Any]) -> None:
+    tmp = path / (SIDE_FILE + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, col.path / SIDE_FILE)
+    os.replace(tmp, path / SIDE_FILE)
 
 
 def _host(request: Request, name: str) -> str:
@@ -339,17 +351,17 @@ def _host(request: Request, name: str) -> str:
     return f"{request.url.scheme}://{host}{root}/pinecone/{name}"
 
 
-def describe(request: Request, col: Collection) -> dict[str, Any]:
-    side = _side(col)
+def describe(request: Request, info: IndexInfo) -> dict[str, Any]:
+    side = _side(info.path)
     return {
-        "name": col.name,
-        "host": _host(request, col.name),
+        "name": info.name,
+        "host": _host(request, info.name),
         "status": {"ready": True, "state": "Ready"},
         "schema": {
             "fields": {
                 side.get("field", DENSE_FIELD): {
                     "type": "dense_vector",
-                    "dimension": col.encoder_info.dim,
+                    "dimension": info.dim,
                     "metric": "cosine",
                 }
             }
@@ -399,17 +411,26 @@ def install(app: FastAPI, state: State) -> None:
     data = APIRouter(prefix="/pinecone/{index}", route_class=PineconeRoute, tags=["pinecone"])
     lock = threading.RLock()  # create/delete of indexes, and read-modify-write updates
 
+    def info_of(name: str) -> IndexInfo:
+        if not state.engine.exists(name):
+            raise PineconeError(404, f"index {name!r} not found")
+        enc = EncoderInfo.from_dict(state.engine._config(name)["encoder"])
+        if enc.name != VECTOR_ONLY:
+            raise PineconeError(
+                404,
+                f"index {name!r} not found: {name!r} is a clipseek collection built with the model "
+                f"{enc.name!r}; the Pinecone-compatible API serves vector-only collections",
+            )
+        return IndexInfo(name, enc.dim, state.engine.collections_dir / name)
+
     def index_of(name: str) -> Collection:
+        """The open collection behind a data-plane request."""
         try:
             col = state.collection(name)
         except CollectionNotFound:
             raise PineconeError(404, f"index {name!r} not found") from None
         if col.encoder_info.name != VECTOR_ONLY:
-            raise PineconeError(
-                404,
-                f"index {name!r} not found: {name!r} is a clipseek collection built with the model "
-                f"{col.encoder_info.name!r}; the Pinecone-compatible API serves vector-only collections",
-            )
+            info_of(name)  # raises the 404 that names the model
         return col
 
     def max_top() -> int:
@@ -422,11 +443,9 @@ def install(app: FastAPI, state: State) -> None:
         out = []
         for name in state.engine.names():
             try:
-                col = state.collection(name)
-            except ClipseekError:
-                continue  # a damaged collection is reported by /v1, not listed as an index
-            if col.encoder_info.name == VECTOR_ONLY:
-                out.append(describe(request, col))
+                out.append(describe(request, info_of(name)))
+            except (PineconeError, ClipseekError):
+                continue  # a model's collection, or a damaged one (reported by /v1), is no index
         return {"indexes": out}
 
     @control.post("/indexes", status_code=201, summary="Create an index (a vector-only collection)")
@@ -442,12 +461,12 @@ def install(app: FastAPI, state: State) -> None:
         if tags is not None and not isinstance(tags, dict):
             raise _bad("tags must be an object of strings")
         deployment = body.get("deployment") or body.get("spec")
-        with lock:
+        with lock, state._lock:
             if state.engine.exists(name):
                 raise PineconeError(409, f"index {name!r} already exists")
             col = state.engine.create(name, dim=dim)
             _write_side(
-                col,
+                col.path,
                 {
                     "field": field,
                     "deletion_protection": protection,
@@ -455,20 +474,20 @@ def install(app: FastAPI, state: State) -> None:
                     "deployment": deployment if isinstance(deployment, dict) and "deployment_type" in deployment else None,
                 },
             )
-        return describe(request, col)
+        return describe(request, IndexInfo(name, dim, col.path))
 
     @control.get("/indexes/{name}", summary="Describe an index")
     def describe_index(request: Request, name: str, key: Reader) -> dict[str, Any]:
-        return describe(request, index_of(name))
+        return describe(request, info_of(name))
 
     @control.patch("/indexes/{name}", summary="Configure an index (deletion protection, tags)")
     def configure_index(request: Request, name: str, key: Writer, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-        col = index_of(name)
+        info = info_of(name)
         other = sorted(set(body) - {"deletion_protection", "tags"})
         if other:
             raise _bad(f"cannot configure {', '.join(other)} here: only deletion_protection and tags")
         with lock:
-            side = _side(col)
+            side = _side(info.path)
             if "deletion_protection" in body:
                 if body["deletion_protection"] not in ("enabled", "disabled"):
                     raise _bad("deletion_protection must be 'enabled' or 'disabled'")
@@ -476,13 +495,13 @@ def install(app: FastAPI, state: State) -> None:
             if isinstance(body.get("tags"), dict):
                 tags = {**(side.get("tags") or {}), **body["tags"]}
                 side["tags"] = {k: v for k, v in tags.items() if v != ""} or None
-            _write_side(col, side)
-        return describe(request, col)
+            _write_side(info.path, side)
+        return describe(request, info)
 
     @control.delete("/indexes/{name}", status_code=202, summary="Delete an index and its records")
     def delete_index(name: str, key: Writer) -> Response:
-        col = index_of(name)
-        if _side(col).get("deletion_protection") == "enabled":
+        info = info_of(name)
+        if _side(info.path).get("deletion_protection") == "enabled":
             raise PineconeError(403, f"index {name!r} has deletion protection enabled: disable it with configure_index first", "FORBIDDEN")
         with lock, state._lock:
             state.engine.drop(name)
@@ -565,11 +584,11 @@ def install(app: FastAPI, state: State) -> None:
         if q is not None and sel is not None:
             where, exclude = sel
             hits = col.store.search(q, limit=top, where=where, exclude=exclude)
-            values = col.store.get([h.id for h in hits]) if body.get("includeValues") else None
-            for n, h in enumerate(hits):
+            values = col.store.get([h.id for h in hits]) if body.get("includeValues") else [None] * len(hits)
+            for h, rec in zip(hits, values):
                 m: dict[str, Any] = {"id": _user_id(ns, h.id), "score": float(h.cosine)}
-                if values is not None and values[n] is not None:
-                    m["values"] = [float(x) for x in values[n].vector]
+                if rec is not None:
+                    m["values"] = [float(x) for x in rec.vector]
                 if body.get("includeMetadata"):
                     m["metadata"] = _public(h.metadata)
                 matches.append(m)
