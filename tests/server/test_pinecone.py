@@ -444,6 +444,19 @@ def test_vector_only_collections_are_indexes_and_model_collections_are_not(pc: P
     assert desc.dimension == 4
     idx = pc.Index("made-elsewhere")
     assert idx.query(vector=[1.0, 0.0, 0.0, 0.0], top_k=1, include_metadata=True).matches[0].metadata == {"k": "v"}
+    # its record written without the Pinecone API belongs to the default namespace, next to others
+    idx.upsert(vectors=[("a", [0.0, 1.0, 0.0, 0.0], {"k": "x-side"})], namespace="x")
+    idx.upsert(vectors=[("b", [0.0, 0.0, 1.0, 0.0], {"k": "w"})])
+    stats = idx.describe_index_stats()
+    assert {ns: s.vector_count for ns, s in stats.namespaces.items()} == {"__default__": 2, "x": 1}
+    default = idx.query(vector=[0.0, 1.0, 0.0, 0.0], top_k=5, include_metadata=True)
+    assert sorted((m.id, m.metadata["k"]) for m in default.matches) == [("a", "v"), ("b", "w")]
+    assert [m.id for m in idx.query(vector=[0.0, 1.0, 0.0, 0.0], top_k=5, filter={"k": {"$in": ["v", "x-side"]}}).matches] == ["a"]
+    in_x = idx.query(vector=[0.0, 1.0, 0.0, 0.0], top_k=5, namespace="x", include_metadata=True)
+    assert [(m.id, m.metadata["k"], round(m.score, 5)) for m in in_x.matches] == [("a", "x-side", 1.0)]
+    idx.delete(delete_all=True)
+    stats = idx.describe_index_stats()
+    assert {ns: s.vector_count for ns, s in stats.namespaces.items()} == {"x": 1}
     idx.close()
     pc.delete_index("made-elsewhere")
 

@@ -13,12 +13,12 @@ How Pinecone's notions map onto a collection:
   which is what a vector-only collection scores anyway and what Pinecone's cosine metric returns.
 - **Values.** Stored vectors are L2-normalised on the way in (clipseek's invariant), so ``fetch``
   and ``query(include_values=True)`` return the unit vector, not the values sent.
-- **Namespaces.** The default namespace (``""``, also spelled ``"__default__"``) is the
-  collection's records without a namespace: its ids are stored as given. A record of namespace
-  ``ns`` is stored under ``ns + "\\x1f" + id`` with the bookkeeping field ``_ns = "ns:" + ns``
-  (the prefix keeps namespaces such as ``1`` and ``1.0`` apart: filters compare text that reads as
-  a number as a number). Bookkeeping fields are hidden from users; queries select a namespace with
-  a store-level condition on ``_ns`` (or, for the default one, by excluding namespaced ids).
+- **Namespaces.** The same id may live in several namespaces, so a record of namespace ``ns``
+  is stored under ``ns + "\\x1f" + id``; the default namespace (``""``, also spelled
+  ``"__default__"``) keeps ids as given, and also holds records written through ``/v1``. Every
+  record written here carries the hidden bookkeeping field ``_ns = "ns:" + ns`` (the prefix keeps
+  namespaces such as ``1`` and ``1.0`` apart: filters compare text that reads as a number as a
+  number), and a namespace is selected with a store-level condition on it (see :class:`Scope`).
 - **Filters.** ``$eq``, ``$in``, ``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$and`` and the implicit
   AND of fields translate to clipseek's filter language (:mod:`clipseek.filters`); ``$ne``,
   ``$nin``, ``$exists`` and ``$or`` have no exact equivalent there and are refused with a 400 that
@@ -61,6 +61,7 @@ log = logging.getLogger("clipseek.server")
 
 NS_FIELD = "_ns"  # bookkeeping field: "ns:" + the namespace, on records of a non-default namespace
 NS_PREFIX = "ns:"
+DEFAULT_TAG = NS_PREFIX  # the _ns of a record written to the default namespace through this API
 SEP = "\x1f"  # between a namespace and an id in a stored id; refused inside either
 DEFAULT_NS_NAME = "__default__"  # how Pinecone's 2026-07 API names the default namespace
 DENSE_FIELD = "_values"  # the field name Pinecone's client gives a legacy dimension= index
@@ -266,23 +267,57 @@ def _check_metadata(meta: Any, where: str) -> dict[str, Any]:
     return out
 
 
+class NamespaceTags:
+    """Per collection, every ``_ns`` value its records may hold: read from the store once, then
+    kept by this process's own writes (the tag is added before the records are written, so the set
+    is never smaller than what the store holds; a namespace emptied through ``/v1`` leaves a stale
+    tag, which costs speed, never correctness). Only Pinecone writes set ``_ns``: ``/v1`` refuses
+    '_' fields, and a server holds its collections' writer lock, so no other process writes them."""
+
+    def __init__(self) -> None:
+        self._tags: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, col: Collection) -> frozenset[str]:
+        with self._lock:
+            if col.name not in self._tags:
+                known = NS_FIELD in col.store.fields()
+                self._tags[col.name] = {str(t) for t in col.store.values(NS_FIELD).values()} if known else set()
+            return frozenset(self._tags[col.name])
+
+    def add(self, col: Collection, tag: str) -> None:
+        self.get(col)
+        with self._lock:
+            self._tags[col.name].add(tag)
+
+    def prune(self, col: Collection, tag: str) -> None:
+        """Forget ``tag`` when no record holds it any more (after a delete in its namespace)."""
+        if tag != DEFAULT_TAG and NS_FIELD in col.store.fields() and col.store.count([filters.Condition(NS_FIELD, "eq", tag)]) == 0:
+            with self._lock:
+                self._tags.get(col.name, set()).discard(tag)
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._tags.pop(name, None)
+
+
 class Scope:
     """One namespace of one index: how to select its records in the store."""
 
-    def __init__(self, col: Collection, ns: str) -> None:
+    def __init__(self, col: Collection, ns: str, tags: frozenset[str]) -> None:
         self.col = col
         self.store = col.store
         self.ns = ns
-
-    def namespaced(self) -> dict[str, Any]:
-        """stored id -> _ns value, for every record of a non-default namespace."""
-        if NS_FIELD not in self.store.fields():
-            return {}
-        return self.store.values(NS_FIELD)
+        self.tags = tags
 
     def where(self, conds: list[filters.Condition]) -> tuple[list[filters.Condition], list[str]] | None:
         """(store conditions, ids to exclude) selecting ``conds`` in this namespace; None when
-        nothing can match (a field or a namespace that no record has)."""
+        nothing can match (a field or a namespace that no record has).
+
+        The default namespace is every record without a namespace: no condition at all while no
+        other namespace exists (the common case), ``_ns = DEFAULT_TAG`` while every record carries
+        a tag, else (records written through ``/v1`` next to namespaces) the namespaced ids are
+        excluded, which costs time in proportion to their number."""
         known = set(self.store.fields())
         if any(c.field not in known for c in conds):
             return None
@@ -290,7 +325,12 @@ class Scope:
             if NS_FIELD not in known:
                 return None
             return [*conds, filters.Condition(NS_FIELD, "eq", NS_PREFIX + self.ns)], []
-        return list(conds), list(self.namespaced())
+        other = self.tags - {DEFAULT_TAG}
+        if NS_FIELD not in known or not other:
+            return list(conds), []
+        if self.store.count([filters.Condition(NS_FIELD, "in", tuple(sorted(self.tags)))]) == self.store.count():
+            return [*conds, filters.Condition(NS_FIELD, "eq", DEFAULT_TAG)], []
+        return list(conds), list(self.store.ids([filters.Condition(NS_FIELD, "in", tuple(sorted(other)))]))
 
     def ids(self, conds: Sequence[filters.Condition] = ()) -> list[str]:
         sel = self.where(list(conds))
@@ -310,10 +350,8 @@ class Scope:
         where, exclude = sel
         n = self.store.count(where)
         if exclude:
-            if conds:
-                n -= self.store.count([*conds, filters.Condition(NS_FIELD, "in", tuple(set(self.namespaced().values())))])
-            else:
-                n -= len(exclude)
+            other = tuple(sorted(self.tags - {DEFAULT_TAG}))
+            n -= self.store.count([*conds, filters.Condition(NS_FIELD, "in", other)]) if conds else len(exclude)
         return n
 
 
@@ -410,6 +448,7 @@ def install(app: FastAPI, state: State) -> None:
     control = APIRouter(prefix="/pinecone", route_class=PineconeRoute, tags=["pinecone"])
     data = APIRouter(prefix="/pinecone/{index}", route_class=PineconeRoute, tags=["pinecone"])
     lock = threading.RLock()  # create/delete of indexes, and read-modify-write updates
+    ns_tags = NamespaceTags()
 
     def info_of(name: str) -> IndexInfo:
         if not state.engine.exists(name):
@@ -465,6 +504,7 @@ def install(app: FastAPI, state: State) -> None:
             if state.engine.exists(name):
                 raise PineconeError(409, f"index {name!r} already exists")
             col = state.engine.create(name, dim=dim)
+            ns_tags.forget(name)
             _write_side(
                 col.path,
                 {
@@ -505,6 +545,7 @@ def install(app: FastAPI, state: State) -> None:
             raise PineconeError(403, f"index {name!r} has deletion protection enabled: disable it with configure_index first", "FORBIDDEN")
         with lock, state._lock:
             state.engine.drop(name)
+            ns_tags.forget(name)
         return Response(status_code=202)
 
     # ------------------------------------------------------------------ data plane
@@ -537,11 +578,11 @@ def install(app: FastAPI, state: State) -> None:
             unit = as_unit_vectors(rows, col.encoder_info.dim)
         except ClipseekError as e:
             raise _bad(f"bad vector values: {e}") from None
+        tag = NS_PREFIX + ns  # the default namespace is tagged too, so that it can be selected by a condition
         last: dict[str, Record] = {}
         for vid, vec, meta in zip(ids, unit, metas):
-            if ns:
-                meta = {**meta, NS_FIELD: NS_PREFIX + ns}
-            last[vid] = Record(_stored_id(ns, vid), vec, meta)
+            last[vid] = Record(_stored_id(ns, vid), vec, {**meta, NS_FIELD: tag})
+        ns_tags.add(col, tag)  # before the write: the cached tags are never fewer than the stored ones
         col.store.upsert(list(last.values()))
         col.store.flush()
         state.emit("records_written", collection=col.name, count=len(last))
@@ -560,7 +601,7 @@ def install(app: FastAPI, state: State) -> None:
         if body.get("sparseVector") or body.get("sparse_vector"):
             raise _bad("sparse vectors are not supported (dense vectors only)")
         conds = translate_filter(body.get("filter"))
-        scope = Scope(col, ns)
+        scope = Scope(col, ns, ns_tags.get(col))
         vector, qid = body.get("vector"), body.get("id")
         if (vector is None) == (qid is None):
             raise _bad("give exactly one of vector and id")
@@ -638,7 +679,7 @@ def install(app: FastAPI, state: State) -> None:
         given = sum([ids is not None, delete_all, flt is not None])
         if given != 1:
             raise _bad("give exactly one of ids, deleteAll and filter")
-        scope = Scope(col, ns)
+        scope = Scope(col, ns, ns_tags.get(col))
         if ids is not None:
             if not isinstance(ids, list):
                 raise _bad("ids must be a list of strings")
@@ -653,6 +694,7 @@ def install(app: FastAPI, state: State) -> None:
         if targets:
             col.store.delete(targets)
             col.store.flush()
+            ns_tags.prune(col, NS_PREFIX + ns)
         return {}
 
     @data.post("/vectors/update", summary="Change one vector's values or metadata, or the metadata of the filter's matches")
@@ -674,7 +716,7 @@ def install(app: FastAPI, state: State) -> None:
             if not conds:
                 raise _bad("an update by filter needs a non-empty filter")
             with lock:
-                targets = Scope(col, ns).ids(conds)
+                targets = Scope(col, ns, ns_tags.get(col)).ids(conds)
                 if not body.get("dryRun") and targets:
                     col.store.update_metadata({t: set_meta for t in targets})
                     col.store.flush()
@@ -713,7 +755,7 @@ def install(app: FastAPI, state: State) -> None:
         if not 1 <= limit <= LIST_MAX_LIMIT:
             raise _bad(f"limit must be from 1 to {LIST_MAX_LIMIT}")
         after = _decode_token(paginationToken) if paginationToken else None
-        ids = sorted(u for u in (_user_id(ns, s) for s in Scope(col, ns).ids()) if u.startswith(prefix))
+        ids = sorted(u for u in (_user_id(ns, s) for s in Scope(col, ns, ns_tags.get(col)).ids()) if u.startswith(prefix))
         if after is not None:
             ids = [i for i in ids if i > after]
         page = ids[:limit]
@@ -726,7 +768,7 @@ def install(app: FastAPI, state: State) -> None:
     def describe_index_stats(index: str, key: Reader, body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
         col = index_of(index)
         conds = translate_filter((body or {}).get("filter") or None)
-        counts = _namespace_counts(col, conds)
+        counts = _namespace_counts(col, ns_tags.get(col), conds)
         return {
             "namespaces": {(ns or DEFAULT_NS_NAME): {"vectorCount": n} for ns, n in sorted(counts.items()) if n > 0},
             "dimension": col.encoder_info.dim,
@@ -738,7 +780,8 @@ def install(app: FastAPI, state: State) -> None:
 
     @data.get("/namespaces", summary="The index's namespaces with their record counts")
     def list_namespaces(index: str, key: Reader) -> dict[str, Any]:
-        counts = _namespace_counts(index_of(index), [])
+        col = index_of(index)
+        counts = _namespace_counts(col, ns_tags.get(col), [])
         names = [{"name": ns or DEFAULT_NS_NAME, "record_count": n} for ns, n in sorted(counts.items()) if n > 0]
         return {"namespaces": names, "total_count": len(names)}
 
@@ -746,7 +789,7 @@ def install(app: FastAPI, state: State) -> None:
     def describe_namespace(index: str, namespace: str, key: Reader) -> dict[str, Any]:
         col = index_of(index)
         ns = _namespace(namespace)
-        n = Scope(col, ns).count()
+        n = Scope(col, ns, ns_tags.get(col)).count()
         if n == 0:
             raise PineconeError(404, f"namespace {namespace!r} not found in index {index!r}")
         return {"name": ns or DEFAULT_NS_NAME, "record_count": n}
@@ -755,28 +798,31 @@ def install(app: FastAPI, state: State) -> None:
     def delete_namespace(index: str, namespace: str, key: Writer) -> Response:
         col = index_of(index)
         ns = _namespace(namespace)
-        targets = Scope(col, ns).ids()
+        targets = Scope(col, ns, ns_tags.get(col)).ids()
         if not targets:
             raise PineconeError(404, f"namespace {namespace!r} not found in index {index!r}")
         col.store.delete(targets)
         col.store.flush()
+        ns_tags.prune(col, NS_PREFIX + ns)
         return Response(status_code=202)
 
     app.include_router(control)
     app.include_router(data)
 
 
-def _namespace_counts(col: Collection, conds: list[filters.Condition]) -> dict[str, int]:
+def _namespace_counts(col: Collection, tags: frozenset[str], conds: list[filters.Condition]) -> dict[str, int]:
     """namespace ("" = default) -> records matching ``conds`` there."""
-    scope = Scope(col, "")
-    namespaced = scope.namespaced()
+    if NS_FIELD not in col.store.fields():
+        return {"": Scope(col, "", frozenset()).count(conds)}
+    stored = col.store.values(NS_FIELD)
     counts: Counter[str] = Counter()
-    if conds:
-        for tag in set(namespaced.values()):
-            counts[str(tag)[len(NS_PREFIX) :]] = Scope(col, str(tag)[len(NS_PREFIX) :]).count(conds)
-    else:
-        counts.update(str(tag)[len(NS_PREFIX) :] for tag in namespaced.values())
-    counts[""] = scope.count(conds)
+    if not conds:
+        counts.update(str(t)[len(NS_PREFIX) :] for t in stored.values())
+        counts[""] += col.store.count() - len(stored)
+        return dict(counts)
+    for tag in {str(t) for t in stored.values()} - {DEFAULT_TAG}:
+        counts[tag[len(NS_PREFIX) :]] = Scope(col, tag[len(NS_PREFIX) :], tags).count(conds)
+    counts[""] = Scope(col, "", tags).count(conds)
     return dict(counts)
 
 
