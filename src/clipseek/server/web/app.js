@@ -668,6 +668,9 @@
     return id.split(/[\\/]/).pop() || id;
   }
 
+  // bookkeeping-like fields that make poor tags (still listed under Details)
+  const PLAIN_FIELDS = new Set(["caption", "title", "name", "file_name", "path", "url", "width", "height", "indexed_at", "sha256", "duplicates", "mtime", "size"]);
+
   function fmtValue(v) {
     if (v === null || v === undefined) return "";
     if (Array.isArray(v)) return v.map(fmtValue).join(", ");
@@ -691,10 +694,15 @@
     const scoreBadge = el("span", {
       class: "score" + (score >= 0.5 ? " good" : ""),
       title: t("score") + " " + score.toFixed(4) + " · " + t("cosine") + " " + Number(h.cosine).toFixed(4),
-    }, el("span", { class: "score-bar" }), score.toFixed(2));
-    scoreBadge.firstChild.style.width = Math.max(0, Math.min(100, score * 100)).toFixed(0) + "%";
+      text: score.toFixed(2),
+    });
 
     const meta = Object.entries(h.metadata || {}).filter(([k]) => !k.startsWith("_"));
+    // a few short fields as tags on the card; everything is in the details table
+    const tags = meta
+      .filter(([k, v]) => !PLAIN_FIELDS.has(k) && fmtValue(v).length > 0 && fmtValue(v).length <= 32 && typeof v !== "object")
+      .slice(0, 3)
+      .map(([k, v]) => el("span", { class: "tag", dataset: { field: k }, title: k + ": " + fmtValue(v) }, el("span", { class: "tag-key", text: k }), fmtValue(v)));
     const rows = meta.map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { text: fmtValue(v) })));
     const details = el("details", { class: "meta" },
       el("summary", { text: t("details") }),
@@ -713,6 +721,7 @@
         el("div", { class: "card-head" },
           el("h3", { class: "caption", title: caption(h), text: caption(h) }),
           scoreBadge),
+        tags.length ? el("div", { class: "tags" }, ...tags) : null,
         el("div", { class: "cosine muted", text: t("cosine") + " " + Number(h.cosine).toFixed(3) }),
         details,
         like));
