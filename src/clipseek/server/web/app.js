@@ -702,7 +702,7 @@
     const tags = meta
       .filter(([k, v]) => !PLAIN_FIELDS.has(k) && fmtValue(v).length > 0 && fmtValue(v).length <= 32 && typeof v !== "object")
       .slice(0, 3)
-      .map(([k, v]) => el("span", { class: "tag", dataset: { field: k }, title: k + ": " + fmtValue(v) }, el("span", { class: "tag-key", text: k }), fmtValue(v)));
+      .map(([k, v]) => el("span", { class: "tag", dataset: { field: k }, title: k + ": " + fmtValue(v) }, el("span", { class: "tag-key", text: k + ":" }), fmtValue(v)));
     const rows = meta.map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { text: fmtValue(v) })));
     const details = el("details", { class: "meta" },
       el("summary", { text: t("details") }),
@@ -722,9 +722,10 @@
           el("h3", { class: "caption", title: caption(h), text: caption(h) }),
           scoreBadge),
         tags.length ? el("div", { class: "tags" }, ...tags) : null,
-        el("div", { class: "cosine muted", text: t("cosine") + " " + Number(h.cosine).toFixed(3) }),
         details,
-        like));
+        el("div", { class: "card-foot" },
+          like,
+          el("span", { class: "cosine muted", text: t("cosine") + " " + Number(h.cosine).toFixed(3) }))));
   }
 
   // Thumbnails come from the record's own route only. Without a key the browser loads them
