@@ -109,7 +109,7 @@ def expect(playwright_api: Any) -> Any:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A server root: ``photos/`` (19 photos and photos.csv with id, path, caption, kind) and
-    ``more/`` (a plain folder of 5 of them, indexed through the page)."""
+    ``more/`` (a plain folder of 5 of them and a broken JPEG, indexed through the page)."""
     from clipseek.samples import sample_photos
 
     base = tmp_path_factory.mktemp("root")
@@ -122,6 +122,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rows.append({"id": sid, "path": dst.name, "caption": caption, "kind": KIND[sid]})
         if sid in ("coffee", "rocket", "flower", "china", "moon"):
             shutil.copyfile(path, base / "more" / dst.name)
+    (base / "more" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     with (base / "photos" / "photos.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=["id", "path", "caption", "kind"])
         w.writeheader()
@@ -481,8 +482,16 @@ def test_indexing_view_starts_a_job_and_shows_its_progress(site: LiveServer, roo
     job = page.locator(".job[data-state]").first
     expect(job.locator(".job-collection")).to_have_text("more")
     expect(job).to_have_attribute("data-state", "done", timeout=90_000)
-    expect(job.locator(".badge")).to_have_text("done")
-    expect(job.locator(".job-progress")).to_have_text("5 of 5")
+    expect(job.locator(".badge.state")).to_have_text("done")
+    expect(job.locator(".job-progress")).to_have_text("6 of 6")
+    expect(job.locator(".job-report")).to_contain_text("5 added · 0 updated · 0 unchanged · 1 failed · ")
+    job.locator(".job-failures summary").click()
+    expect(job.locator(".job-failures li")).to_have_count(1)
+    expect(job.locator(".job-failures li .mono")).to_have_text(str((root / "more" / "broken.jpg").resolve()))
+    expect(job.locator(".job-failures li .reason")).to_have_text("corrupt_image")
+    row = page.locator("#collections-table tr[data-name=more] td")
+    expect(row.nth(1)).to_have_text("5")
+    expect(row.nth(2)).to_have_text("offline")
     expect(job.locator(".job-source")).to_have_text(str(root / "more"))
     expect(page.locator("#collection option[value=more]")).to_have_count(1)
     shot(page, "indexing.png")

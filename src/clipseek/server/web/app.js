@@ -81,6 +81,16 @@
       job_failed: "{n} failed",
       job_started: "started {t}",
       job_open: "Open",
+      state_cancelled: "cancelled",
+      job_report: "{added} added · {updated} updated · {unchanged} unchanged · {failed} failed · {seconds}",
+      job_failures: "Items that failed",
+      collections: "Collections",
+      col_name: "Name",
+      col_count: "Records",
+      col_model: "Model",
+      col_size: "On disk",
+      col_last: "Last indexed",
+      vectors_only: "vectors only (dim {dim})",
     },
     zh: {
       tab_search: "搜索",
@@ -156,6 +166,16 @@
       job_failed: "{n} 张失败",
       job_started: "开始于 {t}",
       job_open: "打开",
+      state_cancelled: "已取消",
+      job_report: "新增 {added} · 更新 {updated} · 未变 {unchanged} · 失败 {failed} · {seconds}",
+      job_failures: "失败的条目",
+      collections: "图库",
+      col_name: "名称",
+      col_count: "记录数",
+      col_model: "模型",
+      col_size: "磁盘占用",
+      col_last: "上次索引",
+      vectors_only: "仅向量（{dim} 维）",
     },
   };
 
@@ -311,6 +331,7 @@
     renderQueryChip();
     if (S.last) renderResults(S.last, false);
     renderJobs();
+    renderCollectionTable();
   }
   for (const b of document.querySelectorAll(".lang button")) {
     b.addEventListener("click", () => {
@@ -354,6 +375,7 @@
     if (!names.length) sel.append(el("option", { value: "", text: t("no_collections") }));
     sel.disabled = !names.length;
     $("collection-names").replaceChildren(...names.map((n) => el("option", { value: n })));
+    renderCollectionTable();
     if (pick !== S.collection) setCollection(pick);
     else if (pick) { sel.value = pick; S.info = S.collections.find((c) => c.name === pick) || S.info; renderInfo(); renderFilters(); }
   }
@@ -815,7 +837,9 @@
   }
 
   function fmtSeconds(s) {
-    s = Math.max(0, Math.round(Number(s)));
+    s = Math.max(0, Number(s) || 0);
+    if (s < 10) return s.toFixed(1) + (S.lang === "zh" ? " 秒" : " s");
+    s = Math.round(s);
     if (s < 90) return s + (S.lang === "zh" ? " 秒" : " s");
     const m = Math.round(s / 60);
     return m + (S.lang === "zh" ? " 分钟" : " min");
@@ -843,10 +867,25 @@
     bar.setAttribute("aria-valuemin", "0");
     bar.setAttribute("aria-valuemax", String(total || 0));
     bar.setAttribute("aria-valuenow", String(done));
+    const rep = j.report;
     const facts = [total !== null ? t("job_progress", { done, total }) : t("job_progress_open", { done })];
+    const summary = !rep || active(j) ? null : el("div", {
+      class: "job-report", text: t("job_report", {
+        added: rep.added || 0, updated: rep.updated || 0, unchanged: rep.unchanged || 0,
+        failed: Array.isArray(rep.failed) ? Number(j.failed || rep.failed.length) : Number(j.failed || 0),
+        seconds: fmtSeconds(rep.seconds || 0),
+      }),
+    });
     if (active(j) && j.rate) facts.push(t("job_rate", { rate: Number(j.rate).toFixed(1) }));
     if (active(j) && j.eta_s !== null && j.eta_s !== undefined) facts.push(t("job_eta", { eta: fmtSeconds(j.eta_s) }));
-    if (Number(j.failed || 0) > 0) facts.push(t("job_failed", { n: j.failed }));
+    if (Number(j.failed || 0) > 0 && !summary) facts.push(t("job_failed", { n: j.failed }));
+    const failures = rep && Array.isArray(rep.failed) && rep.failed.length
+      ? el("details", { class: "job-failures" },
+        el("summary", { text: t("job_failures") + " (" + rep.failed.length + ")" }),
+        el("ul", {}, ...rep.failed.slice(0, 100).map((f) =>
+          el("li", {}, el("span", { class: "mono", text: String(f.id || f.source || "") }), " ",
+            el("span", { class: "badge reason", text: String(f.reason || "") }), " ", String(f.message || "")))))
+      : null;
     const open = el("button", { type: "button", class: "ghost small", text: t("job_open") });
     open.addEventListener("click", () => {
       location.hash = "#search";
@@ -855,14 +894,48 @@
     return el("article", { class: "job", dataset: { id: j.id, state: j.state } },
       el("div", { class: "job-head" },
         el("span", { class: "job-collection", text: j.collection }),
-        el("span", { class: "badge state-" + j.state, text: t("state_" + j.state) }),
+        el("span", { class: "badge state state-" + j.state, text: t("state_" + j.state) }),
         j.state === "done" ? open : null),
       el("div", { class: "job-source mono", title: j.source, text: j.source }),
       bar,
       el("div", { class: "job-facts muted" },
         el("span", { class: "job-progress", text: facts.join(" · ") }),
         j.started_at ? el("span", { text: t("job_started", { t: fmtTime(j.started_at) }) }) : null),
-      j.error ? el("div", { class: "job-error", text: j.error }) : null);
+      summary,
+      j.error ? el("div", { class: "job-error", text: j.error }) : null,
+      failures);
+  }
+
+  function fmtBytes(n) {
+    n = Number(n || 0);
+    const units = ["B", "KB", "MB", "GB", "TB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return (i ? n.toFixed(n < 10 ? 1 : 0) : String(n)) + " " + units[i];
+  }
+
+  function fmtDate(iso) {
+    if (!iso) return "—";
+    const d = new Date(iso);
+    return isNaN(d) ? String(iso) : d.toLocaleString(S.lang === "zh" ? "zh-CN" : "en");
+  }
+
+  // The collections overview on the indexing view (a row per collection; a click opens it).
+  function renderCollectionTable() {
+    const head = el("tr", {}, ...["col_name", "col_count", "col_model", "col_size", "col_last"].map((k) => el("th", { text: t(k) })));
+    const rows = S.collections.map((c) => {
+      const model = c.vector_only ? t("vectors_only", { dim: c.model && c.model.dim }) : (c.model && (c.model.name || c.model.model_id)) || "";
+      const open = el("a", { href: "#search", text: c.name });
+      open.addEventListener("click", () => setCollection(c.name));
+      return el("tr", { dataset: { name: c.name } },
+        el("td", {}, open),
+        el("td", { class: "num", text: Number(c.count || 0).toLocaleString(S.lang === "zh" ? "zh-CN" : "en") }),
+        el("td", { text: model }),
+        el("td", { class: "num", text: fmtBytes(c.disk_bytes) }),
+        el("td", { text: fmtDate(c.last_run && c.last_run.finished_at) }));
+    });
+    $("collections-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+    $("collections-pane").hidden = !S.collections.length;
   }
 
   // ---------------------------------------------------------------- start
