@@ -453,6 +453,7 @@ def test_more_like_this_searches_by_the_record_without_itself(site: LiveServer, 
     assert "chelsea" not in similar and len(similar) == 18 and set(similar) == set(KIND) - {"chelsea"}
     assert similar != by_text[1:]  # ranked by the photo, not by the words
     expect(page.locator("#query-label")).to_have_text("More like: a tabby cat")
+    expect(page.locator("#query-thumb")).to_have_attribute("src", "/v1/collections/photos/records/chelsea/thumbnail?size=384")
     expect(page.locator("#q")).to_have_value("")
     shot(page, "more-like-this.png")
     # and again from one of those results
@@ -461,6 +462,7 @@ def test_more_like_this_searches_by_the_record_without_itself(site: LiveServer, 
     page.locator("#results .card").first.locator(".like").click()
     wait_results(page, expect, before)
     assert second not in ids(page) and "chelsea" in ids(page)
+    expect(page.locator("#query-thumb")).to_have_attribute("src", f"/v1/collections/photos/records/{second}/thumbnail?size=384")
 
 
 def test_indexing_view_starts_a_job_and_shows_its_progress(site: LiveServer, root: Path, new_page: Any, expect: Any) -> None:

@@ -197,6 +197,7 @@
     last: null, // last search answer
     seq: 0, // search sequence: answers of older searches are dropped
     blobs: [], // object URLs of thumbnails fetched with a key
+    chipBlob: null, // the object URL of the "more like" record's thumbnail
     jobs: new Map(), // id -> Job
     polling: null,
   };
@@ -515,14 +516,21 @@
     const thumb = $("query-thumb");
     if (q.kind === "image") {
       thumb.hidden = false;
+      thumb.dataset.id = "";
       thumb.src = q.url;
       $("query-label").textContent = t("query_image", { name: q.name || t("pasted_image") });
     } else {
-      thumb.hidden = true;
-      thumb.removeAttribute("src");
+      thumb.hidden = false;
+      if (thumb.dataset.id !== q.id) {
+        thumb.removeAttribute("src");
+        thumb.dataset.id = q.id;
+        loadThumb(thumb, S.collection, q.id, false);
+      }
       $("query-label").textContent = t("query_like", { label: q.label || q.id });
     }
   }
+
+  $("query-thumb").addEventListener("error", () => { $("query-thumb").hidden = true; });
 
   $("query-clear").addEventListener("click", () => {
     setQuery(null);
@@ -752,7 +760,7 @@
 
   // Thumbnails come from the record's own route only. Without a key the browser loads them
   // itself (lazily); with a key they are fetched with the Authorization header into blob: URLs.
-  function loadThumb(img, name, id) {
+  function loadThumb(img, name, id, withResults = true) {
     const url = thumbPath(name, id);
     if (!S.key) {
       img.src = url;
@@ -763,7 +771,11 @@
       .then((b) => {
         if (!String(b.type).startsWith("image/")) throw new Error("not an image");
         const u = URL.createObjectURL(b);
-        S.blobs.push(u);
+        if (withResults) S.blobs.push(u);
+        else {
+          if (S.chipBlob) URL.revokeObjectURL(S.chipBlob);
+          S.chipBlob = u;
+        }
         img.src = u;
       })
       .catch(() => img.dispatchEvent(new Event("error")));
