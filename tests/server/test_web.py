@@ -308,7 +308,7 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(site: LiveServer
         assert "/" not in http.get("/openapi.json").json()["paths"]
 
 
-def test_english_query_ranks_the_cat_first_with_its_thumbnail(site: LiveServer, new_page: Any, expect: Any) -> None:
+def test_english_query_ranks_the_cat_first_with_its_thumbnail(new_page: Any, site: LiveServer, expect: Any) -> None:
     page = new_page("en-US")
     open_site(page, site.url, expect)
     expect(page.locator("html")).to_have_attribute("lang", "en")
@@ -335,7 +335,7 @@ def test_english_query_ranks_the_cat_first_with_its_thumbnail(site: LiveServer, 
     shot(page, "search-en.png")
 
 
-def test_chinese_query_in_a_chinese_browser_and_the_language_switch(site: LiveServer, new_page: Any, expect: Any) -> None:
+def test_chinese_query_in_a_chinese_browser_and_the_language_switch(new_page: Any, site: LiveServer, expect: Any) -> None:
     page = new_page("zh-CN")
     open_site(page, site.url, expect)
     expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
@@ -357,7 +357,7 @@ def test_chinese_query_in_a_chinese_browser_and_the_language_switch(site: LiveSe
     expect(page.locator("html")).to_have_attribute("lang", "en")
 
 
-def test_image_by_button_drop_and_paste_finds_that_photo_first(site: LiveServer, root: Path, new_page: Any, expect: Any) -> None:
+def test_image_by_button_drop_and_paste_finds_that_photo_first(new_page: Any, site: LiveServer, root: Path, expect: Any) -> None:
     page = new_page()
     open_site(page, site.url, expect)
     photos = root / "photos"
@@ -395,7 +395,7 @@ def test_image_by_button_drop_and_paste_finds_that_photo_first(site: LiveServer,
     assert ids(page)[0] == "china"
 
 
-def test_filters_from_the_collection_fields_and_the_threshold(site: LiveServer, new_page: Any, expect: Any) -> None:
+def test_filters_from_the_collection_fields_and_the_threshold(new_page: Any, site: LiveServer, expect: Any) -> None:
     page = new_page()
     open_site(page, site.url, expect)
     search(page, expect, "a cat")
@@ -440,7 +440,7 @@ def test_filters_from_the_collection_fields_and_the_threshold(site: LiveServer, 
     expect(page.locator("#results")).to_have_attribute("data-state", "done")
 
 
-def test_more_like_this_searches_by_the_record_without_itself(site: LiveServer, new_page: Any, expect: Any) -> None:
+def test_more_like_this_searches_by_the_record_without_itself(new_page: Any, site: LiveServer, expect: Any) -> None:
     page = new_page()
     open_site(page, site.url, expect)
     search(page, expect, "a cat")
@@ -465,7 +465,7 @@ def test_more_like_this_searches_by_the_record_without_itself(site: LiveServer, 
     expect(page.locator("#query-thumb")).to_have_attribute("src", f"/v1/collections/photos/records/{second}/thumbnail?size=384")
 
 
-def test_indexing_view_starts_a_job_and_shows_its_progress(site: LiveServer, root: Path, new_page: Any, expect: Any) -> None:
+def test_indexing_view_starts_a_job_and_shows_its_progress(new_page: Any, site: LiveServer, root: Path, expect: Any) -> None:
     page = new_page()
     open_site(page, site.url, expect)
     page.click("#tab-index")
@@ -509,7 +509,7 @@ def test_indexing_view_starts_a_job_and_shows_its_progress(site: LiveServer, roo
     assert len(thumbs) == 5 and all(t["width"] > 0 for t in thumbs)
 
 
-def test_api_key_is_asked_for_kept_and_record_text_is_never_markup(locked: tuple[LiveServer, str], new_page: Any, expect: Any) -> None:
+def test_api_key_is_asked_for_kept_and_record_text_is_never_markup(new_page: Any, locked: tuple[LiveServer, str], expect: Any) -> None:
     srv, key = locked
     page = new_page()
     page.goto(srv.url + "/")
