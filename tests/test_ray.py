@@ -110,10 +110,32 @@ def test_cli_index_ray(ray_cluster, tmp_path: Path, mixed_dir: Path) -> None:  #
     )
 
 
-def test_ray_refuses_labels_and_dedup_skip(engine, mixed_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_ray_refuses_dedup_skip(engine, mixed_dir: Path) -> None:  # type: ignore[no-untyped-def]
     col = engine.collection("c", model="test-colors")
-    with pytest.raises(clipseek.ClipseekError, match="--ray does not label or skip duplicates yet"):
+    with pytest.raises(clipseek.ClipseekError, match="--ray does not skip duplicates yet"):
         col.index(mixed_dir, ray="", dedup="skip")
+
+
+def test_ray_labels_like_the_plain_run(ray_cluster, engine, mixed_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    labels = ["red", "green", "blue", "yellow"]
+    plain = engine.collection("plain", model="test-colors")
+    via_ray = engine.collection("viaray", model="test-colors")
+    plain.index(mixed_dir, labels=labels, label_top=2)
+    via_ray.index(mixed_dir, labels=labels, label_top=2, ray="", ray_plugins=["_ray_colors"])
+    a, b = _records(plain), _records(via_ray)
+    assert sorted(b) == sorted(a) and len(a) == 41
+    for rid in a:
+        assert b[rid][1] == a[rid][1]
+        assert len(b[rid][1]["labels"]) == 2 and set(b[rid][1]["labels"]) <= set(labels)
+    # the solid blue-ish big.jpg is labelled blue first
+    assert b[str((mixed_dir / "big.jpg").resolve())][1]["labels"][0] == "blue"
+    # a re-run with other labels relabels every unchanged record from its stored vector, encoding none
+    rep = via_ray.index(mixed_dir, labels=["red", "green"], ray="", ray_plugins=["_ray_colors"])
+    plain.index(mixed_dir, labels=["red", "green"])
+    assert (rep.added, rep.updated, rep.unchanged) == (0, 0, 41)
+    a, b = _records(plain), _records(via_ray)
+    assert {rid: m["labels"] for rid, (_, m) in b.items()} == {rid: m["labels"] for rid, (_, m) in a.items()}
+    assert all(set(m["labels"]) <= {"red", "green"} for _, m in b.values())
 
 
 def test_plain_index_and_queries_never_import_ray(tmp_path: Path, mixed_dir: Path) -> None:

@@ -216,8 +216,8 @@ class Collection:
         records (see :mod:`clipseek.ray_ingest`); ``ray_plugins`` names modules that register
         encoders the workers would not find through entry points.
         """
-        if ray is not None and (labels or dedup != "keep"):
-            raise ClipseekError("--ray does not label or skip duplicates yet; run without --ray for --labels/--dedup skip")
+        if ray is not None and dedup != "keep":
+            raise ClipseekError("--ray does not skip duplicates yet; run without --ray for --dedup skip")
         src = source_for(target, columns) if isinstance(target, (str, Path)) else target
         prune_root: Path | None = None
         if prune:
@@ -258,6 +258,7 @@ class Collection:
                     on_progress=on_progress,
                     report=report,
                     downloads=downloads,
+                    annotate=annotate,
                 )
             else:
                 ingest(

@@ -36,7 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 from PIL import Image
@@ -506,15 +506,20 @@ class IngestJob:
         self._dups.clear()
 
     def _relabel_unchanged(self) -> None:
-        """Label the unchanged items from their stored vectors: a metadata-only store update."""
-        if self.annotate is None:
-            return
-        ids = self._unchanged
-        for i in range(0, len(ids), self.relabel_chunk):
-            recs = [r for r in self.store.get(ids[i : i + self.relabel_chunk]) if r is not None]
-            if recs:
-                extra = self.annotate(np.stack([r.vector for r in recs]))
-                self.store.update_metadata({r.id: e for r, e in zip(recs, extra)})
+        if self.annotate is not None:
+            relabel(self.store, self._unchanged, self.annotate, self.relabel_chunk)
+
+
+def relabel(
+    store: VectorStore, ids: Sequence[str], annotate: Callable[[np.ndarray], list[dict[str, Any]]], chunk: int = 1024
+) -> None:
+    """Label unchanged items from their stored vectors: a metadata-only store update (the thread
+    and Ray pipelines both end with it when labelling)."""
+    for i in range(0, len(ids), chunk):
+        recs = [r for r in store.get(ids[i : i + chunk]) if r is not None]
+        if recs:
+            extra = annotate(np.stack([r.vector for r in recs]))
+            store.update_metadata({r.id: e for r, e in zip(recs, extra)})
 
 
 def _held_pixels(window: Iterable[tuple[ImageRef, Future[_Item]]]) -> int:

@@ -14,9 +14,11 @@ The same pipeline as :mod:`clipseek.ingest`, with loading and encoding spread ov
   every ``commit_every`` records, and once more on an interruption: crash safety and resume are
   those of the plain pipeline, and the records (ids, vectors, metadata) are the same.
 
-Not here (refused by the engine): zero-shot labels and ``dedup="skip"``. Items whose bytes are
-already stored are encoded again rather than reusing the stored vector (the bytes are only read
-on a worker); the vector is the same.
+Zero-shot labels are computed on the driver from the vectors the workers return (one prompt
+matrix, embedded once), and unchanged items are relabelled from their stored vectors, as in the
+plain run. Not here (refused by the engine): ``dedup="skip"``. Items whose bytes are already
+stored are encoded again rather than reusing the stored vector (the bytes are only read on a
+worker); the vector is the same.
 
 ``ray`` is imported only when this module's functions run: the query path and the plain index
 path never load it.
@@ -38,7 +40,7 @@ import numpy as np
 from .downloads import DownloadStage
 from .errors import BadImage, ClipseekError
 from .failures import reason_of
-from .ingest import HASH_KEY, CommitWindow, IngestReport, changed_refs
+from .ingest import HASH_KEY, CommitWindow, IngestReport, changed_refs, relabel
 from .stores.base import VectorStore
 from .types import EncoderInfo, ImageRef, Record
 
@@ -163,6 +165,7 @@ class RayIngestJob:
         commit_every: int = 256,
         commit_seconds: float = 5.0,
         downloads: DownloadStage,
+        annotate: Callable[[np.ndarray], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.built = built
         self.store = store
@@ -174,6 +177,8 @@ class RayIngestJob:
         self.on_progress = on_progress
         self.report = report or IngestReport()
         self.downloads = downloads
+        self.annotate = annotate
+        self._unchanged: list[str] = []  # ids to relabel, when labelling
         self._window = CommitWindow(store, self.report, downloads, commit_every, commit_seconds)
 
     def run(self, refs: Iterable[ImageRef]) -> IngestReport:
@@ -190,6 +195,8 @@ class RayIngestJob:
             self._run_chunk(ray, chunk, workers)
         finally:
             self._window.commit()  # also on Ctrl-C: keep what is encoded, the next run resumes after it
+        if self.annotate is not None:
+            relabel(self.store, self._unchanged, self.annotate)
         self.store.flush()
         self.report.seconds += time.perf_counter() - t0
         return self.report
@@ -199,7 +206,8 @@ class RayIngestJob:
             self.on_progress(n)
 
     def _changed(self, refs: Iterable[ImageRef]) -> Iterator[ImageRef]:
-        return changed_refs(refs, self.known, self.report, self._progress)
+        remember = self._unchanged.append if self.annotate is not None else None
+        return changed_refs(refs, self.known, self.report, self._progress, remember)
 
     def _downloaded(self, refs: Iterable[ImageRef]) -> Iterator[ImageRef]:
         for ref, error in self.downloads.run(refs):
@@ -233,12 +241,15 @@ class RayIngestJob:
         """Turn a batch of worker results into pending records (metadata as in the plain run)."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         encoded = 0
+        good = [k for k in range(len(batch["i"])) if not batch["error"][k]]
+        labels = iter(self.annotate(np.asarray(batch["vector"][good])) if self.annotate is not None and good else [])
         for k, i in enumerate(batch["i"]):
             ref = chunk[int(i)]
             if batch["error"][k]:
                 self._fail(ref, str(batch["error"][k]), str(batch["reason"][k]))
                 continue
             meta = dict(ref.metadata)
+            meta.update(next(labels, {}))
             meta.setdefault("width", int(batch["width"][k]))
             meta.setdefault("height", int(batch["height"][k]))
             meta["indexed_at"] = now

@@ -22,7 +22,7 @@ the Pinecone client, Chromium, Locust):
   vector-only collections or ``model="offline"`` there.
 - ``live_server``: ``serve()`` with defaults; its ``.url`` is the base URL (``http://127.0.0.1:PORT``).
 
-The helpers live in ``tests/server/_serving.py`` (``from _serving import LiveServer, free_port,
+The helpers live in ``tests/server/_serving.py`` (``from ._serving import LiveServer, free_port,
 server_env``) for tests that start a server themselves.
 """
 
@@ -37,12 +37,13 @@ from typing import Any
 
 import httpx
 import pytest
-from _serving import LiveServer, free_port, server_env
 from fastapi.testclient import TestClient
 
 from clipseek.engine import Engine
 from clipseek.server import Settings, create_app
 from clipseek.server.keys import KeyStore
+
+from ._serving import LiveServer, free_port, server_env
 
 
 @pytest.fixture

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
-from _serving import LiveServer, free_port, server_env
+import pytest
+from PIL import Image
 
 from clipseek.engine import Engine
+
+from ._serving import LiveServer, free_port, server_env
 
 
 def test_serve_refuses_all_interfaces_without_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -63,3 +69,45 @@ def test_vector_collection_over_http(live_server: LiveServer) -> None:
     assert "Application shutdown complete" in live_server.log()
     with Engine(live_server.home) as eng:
         assert eng.open("vecs").count() == 3
+
+
+@pytest.mark.model
+def test_offline_model_index_search_and_thumbnail_over_http(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The real offline model in a real server: an ingest job over the sample photos, text queries
+    in English and Chinese, an uploaded image, a thumbnail; the answers equal the library's."""
+    from clipseek.samples import sample_photos
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for pid, path, _ in sample_photos():
+        if pid in ("chelsea", "coffee", "rocket", "china", "moon"):
+            shutil.copy(path, root / f"{pid}{path.suffix}")
+    srv = serve(args=["--root", str(root)])
+    with httpx.Client(base_url=f"{srv.url}/v1", timeout=120) as http:
+        r = http.post("/collections", json={"name": "demo", "model": "offline"})
+        assert r.status_code == 201, r.text
+        job = http.post("/collections/demo/index", json={"source": str(root)}).json()
+        while job["state"] in ("queued", "running"):
+            time.sleep(0.2)
+            job = http.get(f"/jobs/{job['id']}").json()
+        assert job["state"] == "done" and job["report"]["added"] == 5, job
+        answers = {}
+        for q in ("a cat", "一杯咖啡", "a rocket"):
+            r = http.post("/collections/demo/search", json={"text": q, "top": 3})
+            assert r.status_code == 200, r.text
+            answers[q] = [(h["id"], h["score"], h["cosine"]) for h in r.json()["hits"]]
+        assert [Path(answers[q][0][0]).stem for q in answers] == ["chelsea", "coffee", "rocket"]
+        cat = (root / "chelsea.png").read_bytes()
+        r = http.post("/collections/demo/search/image", files={"file": ("cat.png", cat)}, data={"top": "1"})
+        hit = r.json()["hits"][0]
+        assert Path(hit["id"]).stem == "chelsea" and hit["cosine"] > 0.999
+        r = http.get(f"/collections/demo/records/{hit['id']}/thumbnail", params={"size": 64})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        assert max(Image.open(io.BytesIO(r.content)).size) == 64
+    assert srv.stop() in (0, -15)
+    with Engine(srv.home) as eng:
+        col = eng.open("demo", read_only=True)
+        for q, hits in answers.items():
+            mine = [(h.id, round(h.score, 6), round(h.cosine, 6)) for h in col.search(q, top=3).hits]
+            assert [m[0] for m in mine] == [h[0] for h in hits]
+            assert np.allclose([m[1:] for m in mine], [h[1:] for h in hits], atol=1e-5)

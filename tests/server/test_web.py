@@ -34,10 +34,11 @@ from typing import Any
 
 import httpx
 import pytest
-from _serving import LiveServer, free_port, server_env
 
 from clipseek.engine import Engine
 from clipseek.server.keys import KeyStore
+
+from ._serving import LiveServer, free_port, server_env
 
 pytestmark = pytest.mark.model
 

@@ -101,7 +101,9 @@ class RootedSource(Source):
 
     @property
     def duplicates(self) -> list[Any]:
-        return list(getattr(self.inner, "duplicates", []))
+        """The inner source's repeated ids, but for refused ones (no row of theirs was indexed)."""
+        refused = {f.id for f in self._refused}
+        return [d for d in getattr(self.inner, "duplicates", []) if d[0] not in refused]
 
     def count(self) -> int | None:
         count = getattr(self.inner, "count", None)

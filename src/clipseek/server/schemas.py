@@ -42,8 +42,16 @@ class CollectionInfo(BaseModel):
     job: Optional[str] = Field(None, description="id of the ingest job running on it, if any")
 
 
+class Unavailable(BaseModel):
+    name: str
+    error: str
+
+
 class CollectionList(BaseModel):
     collections: list[CollectionInfo]
+    unavailable: list[Unavailable] = Field(
+        default_factory=list, description="collections that cannot be opened now (damaged, or locked by another process)"
+    )
 
 
 class CreateCollection(_Body):

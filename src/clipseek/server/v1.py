@@ -35,8 +35,8 @@ from fastapi.responses import Response
 
 from .. import images
 from ..downloads import DownloadCache
-from ..engine import Collection, SearchResult
-from ..errors import ClipseekError, DownloadError, RecordNotFound
+from ..engine import _NAME_RE, Collection, SearchResult
+from ..errors import ClipseekError, CollectionNotFound, DownloadError, RecordNotFound
 from ..ingest import HASH_KEY
 from ..net import fetch_url
 from ..sources import file_ref
@@ -59,7 +59,13 @@ def install(app: FastAPI, state: State) -> None:
 
     @r.get("/collections", tags=["collections"], summary="List collections", response_model=S.CollectionList)
     def list_collections(key: Reader) -> dict[str, Any]:
-        return {"collections": [_info(state, state.collection(n)) for n in state.engine.names()]}
+        out, unavailable = [], []
+        for n in state.engine.names():
+            try:
+                out.append(_info(state, state.collection(n)))
+            except ClipseekError as e:  # damaged, or held by another process: listed, not hidden
+                unavailable.append({"name": n, "error": str(e)})
+        return {"collections": out, "unavailable": unavailable}
 
     @r.post(
         "/collections",
@@ -76,12 +82,12 @@ def install(app: FastAPI, state: State) -> None:
                     raise ApiError(400, "bad_request", "give a model or a dimension, not both: a model fixes the dimension")
                 col = state.engine.create(body.name, store=body.store, dim=body.dimension)
             else:
-                col = state.engine.create(body.name, model=body.model or _default_model(state), store=body.store)
+                col = state.engine.create(body.name, model=_model(state, body.model), store=body.store)
         return _info(state, col)
 
     @r.get("/collections/{name}", tags=["collections"], summary="Describe a collection", response_model=S.CollectionInfo)
     def get_collection(name: str, key: Reader) -> dict[str, Any]:
-        return _info(state, state.collection(name))
+        return _info(state, _collection(state, name))
 
     @r.delete(
         "/collections/{name}", tags=["collections"], summary="Delete a collection and its files", response_model=S.Deleted
@@ -91,7 +97,9 @@ def install(app: FastAPI, state: State) -> None:
             busy = jobs.running(name)
             if busy is not None:
                 raise ApiError(409, "job_running", f"job {busy.id} is indexing into {name!r}; delete it after the job ends")
-            state.engine.drop(name)
+            if not _NAME_RE.match(name):
+                raise CollectionNotFound(f"no collection {name!r}")
+            state.engine.drop(name)  # works on a damaged collection too
         return {"deleted": name}
 
     # ------------------------------------------------------------------------------ records
@@ -107,7 +115,7 @@ def install(app: FastAPI, state: State) -> None:
             raise ApiError(
                 413, "too_many_records", f"{len(body.records)} records in one request; the limit is {st.max_batch}"
             )
-        col = state.collection(name)
+        col = _collection(state, name)
         vec_ids: list[str] = []
         vecs: list[list[float]] = []
         vec_meta: list[dict[str, Any]] = []
@@ -168,7 +176,7 @@ def install(app: FastAPI, state: State) -> None:
         id: Annotated[Optional[str], Form(max_length=512, description="record id (default: sha256 of the bytes)")] = None,
         metadata: Annotated[Optional[str], Form(description="metadata as a JSON object")] = None,
     ) -> dict[str, Any]:
-        col = state.collection(name)
+        col = _collection(state, name)
         col.encoder  # noqa: B018 - refuse on a vector-only collection before reading the upload
         user = _user_metadata(_json_form(metadata, "metadata", dict), "the upload")
         data = _read_upload(file, st.max_upload_bytes)
@@ -189,7 +197,7 @@ def install(app: FastAPI, state: State) -> None:
     def thumbnail(
         name: str, id: str, key: Reader, size: Annotated[int, Query(ge=THUMB_SIZES[0], le=THUMB_SIZES[1])] = 256
     ) -> Response:
-        col = state.collection(name)
+        col = _collection(state, name)
         rec = _record(col, id)
         path, sha = _record_file(col, rec)
         img = images.load_image(path, name=rec.id, fit=size)
@@ -204,7 +212,7 @@ def install(app: FastAPI, state: State) -> None:
 
     @r.get("/collections/{name}/records/{id:path}", tags=["records"], summary="Get a record", response_model=S.RecordOut)
     def get_record(name: str, id: str, key: Reader, include_vector: bool = False) -> dict[str, Any]:
-        col = state.collection(name)
+        col = _collection(state, name)
         rec = _record(col, id)
         out: dict[str, Any] = {"id": rec.id, "metadata": {k: v for k, v in rec.metadata.items() if not k.startswith("_")}}
         if include_vector:
@@ -222,7 +230,7 @@ def install(app: FastAPI, state: State) -> None:
             raise ApiError(400, "bad_request", "give ids or where (to delete everything, delete the collection)")
         if body.ids and len(body.ids) > st.max_batch:
             raise ApiError(413, "too_many_records", f"{len(body.ids)} ids in one request; the limit is {st.max_batch}")
-        col = state.collection(name)
+        col = _collection(state, name)
         n = col.delete(body.ids or [], where=body.where or None)
         return {"deleted": n}
 
@@ -239,7 +247,7 @@ def install(app: FastAPI, state: State) -> None:
         given = [k for k in ("text", "image_url", "id", "vector") if getattr(body, k) is not None]
         if len(given) != 1:
             raise ApiError(400, "bad_request", f"give exactly one of text, image_url, id or vector (got {given or 'none'})")
-        col = state.collection(name)
+        col = _collection(state, name)
         opts = {"top": body.top, "where": body.where, "threshold": body.threshold, "min_cosine": body.min_cosine}
         if body.image_url is not None:
             col._conditions(body.where)  # a bad filter fails before the download
@@ -270,7 +278,7 @@ def install(app: FastAPI, state: State) -> None:
         min_cosine: Annotated[Optional[float], Form(ge=-1, le=1)] = None,
     ) -> dict[str, Any]:
         _check_top(state, top)
-        col = state.collection(name)
+        col = _collection(state, name)
         cond = _json_form(where, "where", (dict, list))
         col._conditions(cond)
         col.encoder  # noqa: B018
@@ -293,7 +301,7 @@ def install(app: FastAPI, state: State) -> None:
         given = [k for k in ("id", "image_url", "vector") if getattr(body, k) is not None]
         if len(given) != 1:
             raise ApiError(400, "bad_request", f"give exactly one of id, image_url or vector (got {given or 'none'})")
-        col = state.collection(name)
+        col = _collection(state, name)
         enc = col.encoder
         if body.id is not None:
             rec = _record(col, body.id)
@@ -321,7 +329,7 @@ def install(app: FastAPI, state: State) -> None:
     ) -> dict[str, Any]:
         from .. import zeroshot
 
-        col = state.collection(name)
+        col = _collection(state, name)
         enc = col.encoder
         labs = _json_form(labels, "labels", list) if labels.lstrip().startswith("[") else zeroshot.parse_labels(labels)
         if len(labs) < 2:
@@ -357,13 +365,13 @@ def install(app: FastAPI, state: State) -> None:
         source = rooted_source(target, state.roots())
         with _create_lock:
             if state.engine.exists(name):
-                col = state.collection(name)
+                col = _collection(state, name)
                 if body.model is not None and body.model != col.encoder_info.name:
                     raise ApiError(
                         409, "encoder_mismatch", f"collection {name!r} was built with {col.encoder_info.name!r}, not {body.model!r}"
                     )
             else:
-                col = state.engine.create(name, model=body.model or _default_model(state))
+                col = state.engine.create(name, model=_model(state, body.model))
         col.encoder  # noqa: B018 - a vector-only collection is refused now, not in the job
         options: dict[str, Any] = {"prune": opts.prune, "dedup": opts.dedup}
         if opts.labels:
@@ -389,6 +397,13 @@ def install(app: FastAPI, state: State) -> None:
 # ---------------------------------------------------------------------------------- helpers
 
 
+def _collection(state: State, name: str) -> Collection:
+    """``state.collection(name)`` for a well-formed name only (a name never walks the file system)."""
+    if not _NAME_RE.match(name):
+        raise CollectionNotFound(f"no collection {name!r} (names are letters, digits, '.', '_' or '-')")
+    return state.collection(name)
+
+
 def _info(state: State, col: Collection) -> dict[str, Any]:
     info = col.info()
     info.pop("path", None)  # the server's own folders are not the client's business
@@ -396,6 +411,33 @@ def _info(state: State, col: Collection) -> dict[str, Any]:
     running = jobs_of(state).running(col.name)
     info["job"] = running.id if running else None
     return info
+
+
+def _model(state: State, spec: str | None) -> str:
+    """The model a request may create a collection with: a registered encoder name or a preset
+    already on this machine (or the server's configured model). A request never names a folder or
+    a hub id (that would read files outside the roots or download), and never downloads a model."""
+    if spec is None or spec == state.settings.model:
+        return spec or _default_model(state)
+    from ..encoders.presets import PRESETS
+    from ..errors import ModelUnavailable
+    from ..modelfiles import find_local
+    from ..plugins import get_registry
+
+    known = sorted(get_registry().encoders)
+    if "/" in spec or "\\" in spec or spec.startswith((".", "~")):
+        raise ApiError(
+            400,
+            "bad_model",
+            f"model {spec!r}: name a model ({', '.join(known + sorted(PRESETS))}); model folders and hub ids "
+            "are for the server's owner to configure (model = ... under [server] in clipseek.toml)",
+        )
+    if spec in PRESETS and spec not in known and find_local(spec) is None:
+        raise ModelUnavailable(
+            f"model {spec!r} is not on this server; its owner can get it with `clipseek model pull {spec}` "
+            "(or `clipseek model unpack`) and retry"
+        )
+    return spec
 
 
 def _default_model(state: State) -> str:
