@@ -101,7 +101,9 @@ def browser(playwright_api: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def expect(playwright_api: Any) -> Any:
-    return playwright_api[1]
+    exp = playwright_api[1]
+    exp.set_options(timeout=30_000)  # a first image query loads the image tower; the machine may be busy
+    return exp
 
 
 # ------------------------------------------------------------------------------------ data
@@ -171,7 +173,7 @@ def site(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveS
 @pytest.fixture(scope="module")
 def locked(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str]]:
     """A server that needs a (read-only) API key, holding collection ``xss`` whose captions and
-    field names are HTML."""
+    field names are HTML, and a damaged collection ``broken``."""
     home = tmp_path_factory.mktemp("locked")
     manifest = home / "xss.csv"
     with manifest.open("w", newline="", encoding="utf-8") as f:
@@ -181,6 +183,9 @@ def locked(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         w.writerow(["cup", str(root / "photos" / "coffee.png"), "a cup & <i>saucer</i>", "x"])
     with Engine(home) as eng:
         assert eng.collection("xss", model="offline").index(str(manifest)).added == 2
+    broken = home / "collections" / "broken"  # listed by the server as unavailable
+    broken.mkdir()
+    (broken / "collection.json").write_text("{not json")
     key, _ = KeyStore(home / "keys.json").create(name="web", read_only=True)
     srv = _start(home, [], tmp_path_factory.mktemp("log"))
     yield srv, key
@@ -523,6 +528,10 @@ def test_api_key_is_asked_for_kept_and_record_text_is_never_markup(new_page: Any
     page.press("#api-key", "Enter")
     expect(page.locator("#collection")).to_have_value("xss")
     expect(page.locator("#keybar")).to_be_hidden()
+    # the damaged collection is named, and cannot be chosen
+    broken = page.locator("#collection option[disabled]")
+    expect(broken).to_have_text("broken (unavailable)")
+    assert "not a valid collection file" in broken.get_attribute("title")
 
     search(page, expect, "a cat")
     assert ids(page)[0] == "cat"
@@ -546,6 +555,7 @@ def test_api_key_is_asked_for_kept_and_record_text_is_never_markup(new_page: Any
 
     # a read-only key cannot start a job: the page says so
     page.click("#tab-index")
+    expect(page.locator("#collections-table tr[data-name=broken] td").nth(1)).to_contain_text("unavailable: ")
     page.fill("#index-source", "/tmp")
     page.click("#index-start")
     expect(page.locator("#notice-text")).to_contain_text("read-only")

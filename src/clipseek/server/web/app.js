@@ -91,6 +91,8 @@
       col_size: "On disk",
       col_last: "Last indexed",
       vectors_only: "vectors only (dim {dim})",
+      unavailable: "{name} (unavailable)",
+      unavailable_why: "unavailable: {error}",
     },
     zh: {
       tab_search: "搜索",
@@ -176,6 +178,8 @@
       col_size: "磁盘占用",
       col_last: "上次索引",
       vectors_only: "仅向量（{dim} 维）",
+      unavailable: "{name}（不可用）",
+      unavailable_why: "不可用：{error}",
     },
   };
 
@@ -189,6 +193,7 @@
     lang: pickLanguage(),
     key: store.get("clipseek.key"),
     collections: [],
+    unavailable: [], // [{name, error}] collections the server lists but cannot open
     collection: null, // name
     info: null, // Info of the current collection
     query: null, // {kind: "text", text} | {kind: "image", file, name, url} | {kind: "id", id, label}
@@ -368,12 +373,17 @@
       return;
     }
     S.collections = (data && data.collections) || [];
+    S.unavailable = (data && Array.isArray(data.unavailable) && data.unavailable) || [];
     const names = S.collections.map((c) => c.name);
     const wanted = prefer || S.collection || store.get("clipseek.collection");
     const pick = names.includes(wanted) ? wanted : names[0] || null;
     const sel = $("collection");
     sel.replaceChildren(...S.collections.map((c) => el("option", { value: c.name, text: c.name })));
     if (!names.length) sel.append(el("option", { value: "", text: t("no_collections") }));
+    // collections the server could not open (damaged, or locked by another process): named, not chosen
+    for (const u of S.unavailable) {
+      sel.append(el("option", { value: "", disabled: true, title: String(u.error || ""), text: t("unavailable", { name: u.name }) }));
+    }
     sel.disabled = !names.length;
     $("collection-names").replaceChildren(...names.map((n) => el("option", { value: n })));
     renderCollectionTable();
@@ -946,8 +956,13 @@
         el("td", { class: "num", text: fmtBytes(c.disk_bytes) }),
         el("td", { text: fmtDate(c.last_run && c.last_run.finished_at) }));
     });
+    for (const u of S.unavailable || []) {
+      rows.push(el("tr", { class: "unavailable", dataset: { name: u.name } },
+        el("td", { text: u.name }),
+        el("td", { colspan: "4", class: "job-error", text: t("unavailable_why", { error: u.error || "" }) })));
+    }
     $("collections-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
-    $("collections-pane").hidden = !S.collections.length;
+    $("collections-pane").hidden = !rows.length;
   }
 
   // ---------------------------------------------------------------- start
