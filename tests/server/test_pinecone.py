@@ -530,3 +530,18 @@ def test_current_client_surface_and_deletion_protection(pc: Pinecone, server: Se
     with pytest.raises(ApiError) as sparse:
         pc.indexes.create(name="sparse", schema={"fields": {"kw": {"type": "sparse_vector"}}})
     assert sparse.value.status_code == 400 and "sparse_vector are not supported" in str(sparse.value)
+
+
+def test_body_that_is_not_json_or_utf8_is_a_400_in_pinecone_shape(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from clipseek import Engine
+    from clipseek.server import Settings, create_app
+
+    with TestClient(create_app(Engine(tmp_path), Settings()), raise_server_exceptions=False) as c:
+        for body, message in ((b'{"name": "a\xff"}', "There was an error parsing the body"), (b"{not json", "1: JSON decode error")):
+            r = c.post("/pinecone/indexes", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 400, r.text
+            assert r.json() == {"error": {"code": "INVALID_ARGUMENT", "message": message}, "status": 400}
+        r = c.post("/v1/collections", content=b'{"name": "a\xff"}', headers={"content-type": "application/json"})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "bad_request")

@@ -49,6 +49,7 @@ from fastapi import APIRouter, Body, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import filters
 from ..engine import VECTOR_ONLY, Collection, SearchResult
@@ -111,6 +112,9 @@ def error_response(exc: Exception) -> JSONResponse:
         message, headers, code = str(exc), {}, None
         if status >= 500:
             log.error("pinecone request failed: %s", exc)
+    elif isinstance(exc, StarletteHTTPException):  # e.g. FastAPI's 400 for a body that is not JSON or UTF-8
+        status, headers, code = exc.status_code, dict(exc.headers or {}), None
+        message = exc.detail if isinstance(exc.detail, str) else "bad request"
     elif isinstance(exc, RequestValidationError):
         parts = []
         for err in exc.errors()[:5]:
