@@ -1,5 +1,5 @@
-"""Operations endpoints: ``/healthz`` (the process answers) and ``/readyz`` (it can serve: the
-data folder is readable)."""
+"""Operations: ``/healthz`` (the process answers), ``/readyz`` (it can serve: the data folder is
+readable) and ``/metrics`` (:mod:`.metrics`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from .deps import State
 
 
 def install(app: FastAPI, state: State) -> None:
+    from . import metrics
+
+    metrics.install(app, state)
+
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "uptime_s": round(time.time() - state.started, 1)}

@@ -49,6 +49,7 @@ class Settings:
     auth: str = "auto"  # "auto": keys required unless on localhost with no key created; "on"; "off" (localhost only)
     log_json: bool = True
     batch_window_ms: float = 2.0  # concurrent text/image queries arriving within this window share an encoder call
+    metrics_public: bool = False  # /metrics open to anyone who reaches the port (else: the same access as reads)
     model: str | None = None  # model for collections created through the API without one
 
     @property
