@@ -1,5 +1,5 @@
 """Operations: ``/healthz`` (the process answers), ``/readyz`` (it can serve: the data folder is
-readable) and ``/metrics`` (:mod:`.metrics`)."""
+readable), ``/metrics`` (:mod:`.metrics`) and query batching (:mod:`.batching`)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from .deps import State
 
 
 def install(app: FastAPI, state: State) -> None:
-    from . import metrics
+    from . import batching, metrics
 
     metrics.install(app, state)
+    batching.install(state)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     def healthz() -> dict[str, Any]:
