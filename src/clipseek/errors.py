@@ -11,6 +11,7 @@ turn it into a clear message and a non-zero exit / 4xx answer without a tracebac
     ├── BadFilter                 a malformed filter, or one on a field the collection does not have
     ├── BadVector                 a query or stored vector of the wrong shape, dtype or values
     ├── BadImage                  an image that cannot be read (corrupt, empty, too large, not an image)
+    │   ├── TooManyPixels         an image over a pixel limit (a possible decompression bomb)
     │   └── DownloadError         a URL that cannot be downloaded (with a reason key: http_404, timeout ...)
     ├── RecordNotFound            --like / get of an id that is not in the collection
     ├── VectorOnly                asking a vector-only collection (no model) for text, images or labels
@@ -51,6 +52,10 @@ class BadVector(ClipseekError):
 
 class BadImage(ClipseekError):
     pass
+
+
+class TooManyPixels(BadImage):
+    """An image whose header declares more pixels than the limit; refused before decoding."""
 
 
 class RecordNotFound(ClipseekError):

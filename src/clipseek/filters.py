@@ -86,7 +86,10 @@ def atom(v: Any) -> Atom | None:
     if isinstance(v, bool):
         return Atom("true" if v else "false", None, None)
     if isinstance(v, (int, float)):
-        f = float(v)
+        try:
+            f = float(v)
+        except OverflowError:  # an int beyond float range (JSON allows any): not comparable as a number
+            return None
         return Atom(None, f, None) if math.isfinite(f) else None
     if isinstance(v, datetime):
         v = v.isoformat()

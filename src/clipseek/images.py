@@ -19,7 +19,7 @@ from typing import IO
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import BadImage
+from .errors import BadImage, TooManyPixels
 
 # Files we index from folders. GIFs and multi-page TIFFs contribute their first frame.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -118,7 +118,7 @@ def _decode(fp: IO[bytes], label: str, max_pixels: int, fit: int | None, budget:
     if w <= 0 or h <= 0:
         raise BadImage(f"{label}: image has no pixels ({w}x{h})")
     if w * h > max_pixels:
-        raise BadImage(
+        raise TooManyPixels(
             f"{label}: image too large ({w}x{h} = {w * h:,} pixels, limit {max_pixels:,}); "
             "possible decompression bomb"
         )

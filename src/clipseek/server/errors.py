@@ -40,6 +40,7 @@ _MAP: list[tuple[type[Exception], int, str]] = [
     (E.BadFilter, 400, "bad_filter"),
     (E.BadVector, 400, "bad_vector"),
     (E.DownloadError, 400, "download_failed"),
+    (E.TooManyPixels, 413, "too_many_pixels"),
     (E.BadImage, 415, "bad_image"),
     (E.UnknownPlugin, 400, "unknown_plugin"),
     (E.ModelUnavailable, 503, "model_unavailable"),

@@ -1,0 +1,1 @@
+"""Service tests (a package, so its conftest never shadows tests/conftest.py as `conftest`)."""
