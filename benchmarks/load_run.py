@@ -147,23 +147,38 @@ def run_case(url: str, kind: str, users: int, seconds: int, out: Path, server_pi
         "p50": float(row["50%"]),
         "p99": float(row["99%"]),
         "server_cores": server_cores,
+        "cpu_ms": server_cores / max(float(row["Requests/s"]), 1e-9) * 1000,
         "locust_cores": (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / wall,
         "locust_rc": lp.returncode,
         "locust_err": lp.stderr[-1500:] if lp.returncode not in (0, 1) else "",
     }
 
 
-def top_frames(folded: Path, n: int = 12) -> list[tuple[str, float]]:
-    """Share of samples whose stack contains each function (py-spy raw / folded format)."""
-    counts: Counter[str] = Counter()
-    total = 0
+IDLE = ("Condition.wait", "Runner.run", "select", "Event.wait", "Thread.join")
+
+
+def top_frames(folded: Path, n: int = 10) -> tuple[float, list[tuple[str, float]], list[tuple[str, float]]]:
+    """From a py-spy raw (folded) profile: the share of busy samples (not a thread waiting), the
+    functions they spent their own time in, and the share of busy samples under each clipseek
+    function (server code, not the frameworks' plumbing)."""
+    own: Counter[str] = Counter()
+    under: Counter[str] = Counter()
+    total = busy = 0
     for line in folded.read_text().splitlines():
         stack, _, num = line.rpartition(" ")
         k = int(num)
+        frames = stack.split(";")
         total += k
-        for fn in set(stack.split(";")):
-            counts[fn.split(" (")[0] + " (" + fn.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")" if " (" in fn else fn] += k
-    return [(fn, c / max(total, 1)) for fn, c in counts.most_common(n)]
+        leaf = frames[-1].split(" (")[0]
+        if any(leaf.startswith(w) or leaf.endswith(w) for w in IDLE):
+            continue
+        busy += k
+        own[f"{leaf} ({frames[-1].rsplit('/', 1)[-1].rstrip(')')})"] += k
+        mine = {f for f in frames if "clipseek/" in f and "clipseek/cli/" not in f and "__main__" not in f}
+        for fn in mine:
+            under[f"{fn.split(' (')[0]} ({fn.rsplit('/', 1)[-1].split(':')[0]})"] += k
+    b = max(busy, 1)
+    return busy / max(total, 1), [(f, c / b) for f, c in own.most_common(n)], [(f, c / b) for f, c in under.most_common(n)]
 
 
 def main() -> None:
@@ -196,25 +211,30 @@ def main() -> None:
                     rows.append(r)
                     print(
                         f"{size:>7} {kind:7} {users:>3} users: {r['rps']:7.1f} req/s  p50 {r['p50']:6.0f} ms  "
-                        f"p99 {r['p99']:6.0f} ms  errors {r['errors']}/{r['requests']}  server {r['server_cores']:.2f} cores, locust {r['locust_cores']:.2f}  "
+                        f"p99 {r['p99']:6.0f} ms  server CPU {r['cpu_ms']:.1f} ms/req  errors {r['errors']}/{r['requests']}  server {r['server_cores']:.2f} cores, locust {r['locust_cores']:.2f}  "
                         f"load {r['load']:.1f}{'  ' + r['locust_err'] if r['locust_err'] else ''}",
                         flush=True,
                     )
                     folded = out / f"{kind}-{users}.folded"
                     if folded.exists():
-                        print(f"  py-spy, {kind} with {users} users: share of server samples in")
-                        for fn, share in top_frames(folded):
+                        busy, own, under = top_frames(folded)
+                        print(f"  py-spy, {kind} with {users} users: {busy:.0%} of the server's thread samples busy; of those,")
+                        print("   own time in:")
+                        for fn, share in own:
+                            print(f"    {share:5.1%}  {fn}")
+                        print("   under clipseek functions:")
+                        for fn, share in under:
                             print(f"    {share:5.1%}  {fn}")
         finally:
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(60)
             print(f"server stopped (exit {rc})", flush=True)
-    print("\n| records | query | users | req/s | p50 ms | p99 ms | errors / requests | server cores | locust cores | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| records | query | users | req/s | p50 ms | p99 ms | errors / requests | server cores | server CPU ms/req | locust cores | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['size']:,} | {r['kind']} | {r['users']} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
-            f"{r['errors']} / {r['requests']} | {r['server_cores']:.2f} | {r['locust_cores']:.2f} | {r['load']:.1f} |"
+            f"{r['errors']} / {r['requests']} | {r['server_cores']:.2f} | {r['cpu_ms']:.1f} | {r['locust_cores']:.2f} | {r['load']:.1f} |"
         )
 
 

@@ -186,3 +186,28 @@ def test_metrics_need_a_read_key_when_keys_exist_unless_public(tmp_path: Path) -
         assert r.status_code == 200
         assert "clipseek_http_requests_total" in r.text
     engine.close()
+
+
+def test_rest_requests_show_up_by_template_with_their_searches_and_writes(app_and_engine) -> None:  # type: ignore[no-untyped-def]
+    app, _ = app_and_engine
+    with TestClient(app) as client:
+        assert client.post("/v1/collections", json={"name": "caps", "dimension": 3}).status_code == 201
+        recs = [{"id": f"c{i}", "vector": [1.0, float(i), 0.0]} for i in range(4)]
+        assert client.post("/v1/collections/caps/records", json={"records": recs}).json()["upserted"] == 4
+        for i in range(3):
+            r = client.get(f"/v1/collections/caps/records/c{i}")
+            assert r.status_code == 200
+        assert client.get("/v1/collections/caps/records/nope").status_code == 404
+        hits = client.post("/v1/collections/caps/search", json={"vector": [1, 0, 0], "top": 2}).json()["hits"]
+        assert [h["id"] for h in hits] == ["c0", "c1"]
+        m = scrape(client)
+    routes = {dict(labels)["route"] for (name, labels) in m if name == "clipseek_http_requests_total"}
+    assert not any("c0" in r or "caps" in r or "nope" in r for r in routes), routes  # templates, never values
+    (get_record,) = [r for r in routes if r.startswith("/v1/collections/{name}/records/{id")]
+    assert sample(m, "clipseek_http_requests_total", method="GET", route=get_record, status="200") == 3
+    assert sample(m, "clipseek_http_requests_total", method="GET", route=get_record, status="404") == 1
+    assert sample(m, "clipseek_http_requests_total", method="POST", route="/v1/collections/{name}/search", status="200") == 1
+    assert sample(m, "clipseek_searches_total", collection="caps", kind="vector") == 1
+    assert sample(m, "clipseek_query_search_seconds_count", kind="vector") == 1
+    assert sample(m, "clipseek_records_written_total", collection="caps") == 4
+    assert sample(m, "clipseek_collection_records", collection="caps") == 4
