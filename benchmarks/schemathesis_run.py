@@ -142,7 +142,7 @@ def main() -> None:
     print(f"\nschemathesis exit {st.returncode} in {took:.0f} s; server exit {rc}")
     print(f"HTTP requests the server answered (besides /openapi.json): {len(requests)}")
     print("by status: " + ", ".join(f"{s}: {n}" for s, n in sorted(by_status.items())))
-    print("by route: " + ", ".join(f"{p}: {n}" for p, n in Counter(f"{r['method']} {r['path'].split('/')[1] if '/' in r['path'] else r['path']}" for r in requests).most_common()))
+    print("by method: " + ", ".join(f"{m}: {n}" for m, n in Counter(r["method"] for r in requests).most_common()))
     if errors5:
         print(f"\n{len(errors5)} requests answered 5xx:")
         for r in errors5[:20]:
