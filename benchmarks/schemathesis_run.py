@@ -147,9 +147,17 @@ def main() -> None:
         print(f"\n{len(errors5)} requests answered 5xx:")
         for r in errors5[:20]:
             print(f"  {r['status']} {r['method']} {r['path']} (request {r['request_id']})")
-        tracebacks = [line for line in log_path.read_text(errors="replace").splitlines() if '"exception"' in line or '"level": "error"' in line]
-        for line in tracebacks[:10]:
-            print("  " + line[:2000])
+        seen: set[str] = set()
+        for line in log_path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("logger") == "clipseek.server" and rec.get("exception"):
+                tail = "\n".join(rec["exception"].rstrip().splitlines()[-6:])  # where it was raised, and what
+                if tail not in seen:
+                    seen.add(tail)
+                    print(f"  {rec['message']}:\n    " + tail.replace("\n", "\n    "))
     if args.keep:
         print(f"kept {work}")
     else:

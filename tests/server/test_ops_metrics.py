@@ -211,3 +211,29 @@ def test_rest_requests_show_up_by_template_with_their_searches_and_writes(app_an
     assert sample(m, "clipseek_query_search_seconds_count", kind="vector") == 1
     assert sample(m, "clipseek_records_written_total", collection="caps") == 4
     assert sample(m, "clipseek_collection_records", collection="caps") == 4
+
+
+def test_an_ingest_job_through_the_api_is_counted(tmp_path: Path, photo_dir: Path) -> None:
+    import time
+
+    engine = Engine(tmp_path / "data")
+    app = create_app(engine, Settings(data_dir=str(tmp_path / "data"), roots=[str(photo_dir)]))
+    with TestClient(app) as client:
+        assert client.post("/v1/collections", json={"name": "pics", "model": "test-colors"}).status_code == 201
+        r = client.post("/v1/collections/pics/index", json={"source": str(photo_dir)})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while (job := client.get(f"/v1/jobs/{job_id}").json())["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.05)
+        assert job["state"] == "done", job
+        m = scrape(client)
+    # the 5 visible images of photo_dir (hidden files and notes.txt are not listed)
+    assert job["done"] == 5
+    assert sample(m, "clipseek_ingest_items_total", collection="pics") == 5
+    assert sample(m, "clipseek_ingest_jobs", state="done") == 1
+    assert sample(m, "clipseek_ingest_rate_items_per_second", collection="pics") == 0
+    assert sample(m, "clipseek_records_written_total", collection="pics") == 5
+    assert sample(m, "clipseek_collection_records", collection="pics") == 5
+    engine.close()
