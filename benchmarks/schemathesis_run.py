@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-time", type=int, default=0, help="a time budget in seconds for schemathesis (0: none)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("extra", nargs="*", help="more schemathesis options, after --, e.g. -- --exclude-path-regex '^/pinecone'")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="clipseek-schemathesis-"))
     home = work / "home"
@@ -119,6 +120,7 @@ def main() -> None:
         ]
         if args.max_time:
             cmd += ["--max-time", str(args.max_time)]
+        cmd += args.extra
         print("$ " + " ".join(cmd), flush=True)
         t0 = time.perf_counter()
         st = subprocess.run(cmd, capture_output=True, text=True)
