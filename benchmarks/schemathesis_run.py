@@ -115,7 +115,7 @@ def main() -> None:
         cmd = [
             str(BIN / "schemathesis"), "--config-file", str(work / "schemathesis.toml"), "run", url + "/openapi.json",
             "--checks", "not_a_server_error", "--max-examples", str(args.max_examples), "--seed", str(args.seed),
-            "--workers", "1", "--request-timeout", "60", "--no-color",
+            "--workers", "1", "--request-timeout", "60", "--no-color", "--generation-database", "none",
             "--report", "ndjson", "--report-ndjson-path", str(work / "events.ndjson"),
         ]
         if args.max_time:
@@ -123,7 +123,7 @@ def main() -> None:
         cmd += args.extra
         print("$ " + " ".join(cmd), flush=True)
         t0 = time.perf_counter()
-        st = subprocess.run(cmd, capture_output=True, text=True)
+        st = subprocess.run(cmd, capture_output=True, text=True, cwd=work)  # its caches go there, not here
         took = time.perf_counter() - t0
     finally:
         server.send_signal(signal.SIGTERM)
