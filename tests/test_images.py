@@ -142,3 +142,11 @@ def test_reduction_barely_moves_offline_embeddings_of_the_sample_photos() -> Non
         cosines.append(float(a @ b))
     assert reduced == 17
     assert min(cosines) > 0.995 and float(np.mean(cosines)) > 0.999
+
+
+@pytest.mark.parametrize("data", [b"x", b"\x00", b"(", b"BM", b"II", b"BM\x00"])
+def test_a_few_bytes_are_not_an_image_and_say_so(data: bytes) -> None:
+    # BMP/DIB's format check reads 4 bytes: on a shorter file it raised struct.error (a server 500)
+    with pytest.raises(BadImage) as e:
+        load_image(data, name="upload.bin")
+    assert str(e.value) == "upload.bin: not an image (unrecognised format)"

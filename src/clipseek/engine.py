@@ -597,8 +597,13 @@ class Engine:
             print(hit.score, hit.id)
     """
 
-    def __init__(self, data_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, data_dir: str | Path | None = None, *, wrap_encoder: Callable[[Encoder], Encoder] | None = None
+    ) -> None:
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        #: applied to each encoder when it is loaded (the server's query batching); encoders already
+        #: loaded when it is set stay as they are
+        self.wrap_encoder = wrap_encoder
         self._encoders: dict[str, Encoder] = {}
         self._open: dict[str, Collection] = {}
 
@@ -609,7 +614,8 @@ class Engine:
     def encoder(self, name: str) -> Encoder:
         """One shared encoder instance per name (models are loaded once per process)."""
         if name not in self._encoders:
-            self._encoders[name] = get_registry().make_encoder(name)
+            enc = get_registry().make_encoder(name)
+            self._encoders[name] = self.wrap_encoder(enc) if self.wrap_encoder else enc
         return self._encoders[name]
 
     def names(self) -> list[str]:

@@ -156,11 +156,12 @@ def _open(fp: IO[bytes]) -> ImageFile.ImageFile:
     prefix = fp.read(16)
     for fmt in Image.ID:
         factory, accept = Image.OPEN[fmt]
-        accepted = accept(prefix) if accept is not None else True
-        if isinstance(accepted, str) or not accepted:  # a str is Pillow's "maybe" warning
-            continue
-        fp.seek(0)
         try:
+            # a format's check may itself fail on a short prefix (BMP/DIB read 4 bytes of a 1-byte file)
+            accepted = accept(prefix) if accept is not None else True
+            if isinstance(accepted, str) or not accepted:  # a str is Pillow's "maybe" warning
+                continue
+            fp.seek(0)
             return factory(fp, "")
         except (SyntaxError, IndexError, TypeError, struct.error):
             continue  # not this format after all; Image.open tries the next one too

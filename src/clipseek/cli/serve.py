@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from typing import Any
 
 import click
@@ -94,6 +95,10 @@ def serve(obj: Any, host: str | None, port: int | None, config_path: str | None,
             "your collections. Create a key with `clipseek keys create` (or listen on 127.0.0.1)"
         )
     click.echo(f"clipseek: serving {state.engine.data_dir} on http://{_url_host(settings.host)}:{settings.port}", err=True)
+    # On SIGTERM uvicorn stops gracefully (no new connections, in-flight requests finish, then the app's
+    # lifespan closes the engine), puts back the handler it found and raises the signal again for it.
+    # That handler ends the process with status 0: a requested, orderly stop (not death by a signal).
+    signal.signal(signal.SIGTERM, _stopped)
     uvicorn.run(
         app,
         host=settings.host,
@@ -102,6 +107,10 @@ def serve(obj: Any, host: str | None, port: int | None, config_path: str | None,
         timeout_graceful_shutdown=30,
         limit_concurrency=1000,
     )
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def _url_host(host: str) -> str:

@@ -158,7 +158,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     app.state.clipseek = state
     errors.install(app)
 
-    from . import ops
+    from . import metrics, ops
 
     ops.install(app, state)
     _install_features(app, state)
@@ -173,6 +173,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
             allow_headers=["*"],
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    metrics.add_middleware(app, state.extras["metrics"])  # outside the body limit: its 413s are counted too
     app.add_middleware(RequestLog)
     return app
 

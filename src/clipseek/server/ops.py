@@ -1,5 +1,5 @@
-"""Operations endpoints: ``/healthz`` (the process answers) and ``/readyz`` (it can serve: the
-data folder is readable)."""
+"""Operations: ``/healthz`` (the process answers), ``/readyz`` (it can serve: the data folder is
+readable), ``/metrics`` (:mod:`.metrics`) and query batching (:mod:`.batching`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from .deps import State
 
 
 def install(app: FastAPI, state: State) -> None:
+    from . import batching, metrics
+
+    metrics.install(app, state)
+    batching.install(state)
+
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "uptime_s": round(time.time() - state.started, 1)}

@@ -48,7 +48,10 @@ class Settings:
     allow_private_urls: bool = False  # image URLs may reach loopback/private addresses
     auth: str = "auto"  # "auto": keys required unless on localhost with no key created; "on"; "off" (localhost only)
     log_json: bool = True
-    batch_window_ms: float = 2.0  # concurrent text/image queries arriving within this window share an encoder call
+    # > 0: concurrent text/image queries arriving within this window share an encoder call; 0: off (the
+    # default: with the offline model on 2 cores batching lost to concurrent calls, benchmarks/README.md)
+    batch_window_ms: float = 0.0
+    metrics_public: bool = False  # /metrics open to anyone who reaches the port (else: the same access as reads)
     model: str | None = None  # model for collections created through the API without one
 
     @property
