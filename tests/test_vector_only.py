@@ -91,3 +91,40 @@ def test_vector_only_collection_reopens(tmp_path):
         assert col.vector_only and col.encoder_info.dim == 2
         hit = col.search(vector=[0, 1]).hits[0]
         assert (hit.id, round(hit.score, 6), hit.metadata) == ("a", 1.0, {"t": "x"})
+
+
+def test_concurrent_first_uses_load_one_encoder(tmp_path):
+    """The server's first requests arrive together: each model must be built once and shared."""
+    import threading
+    import time
+
+    from clipseek.plugins import get_registry
+
+    made = []
+    real = get_registry().make_encoder
+
+    def counting(name):
+        made.append(name)
+        time.sleep(0.05)  # loading a model takes time: the window in which others ask too
+        return real(name)
+
+    engine = Engine(tmp_path)
+    engine_registry = get_registry()
+    engine_registry.make_encoder, saved = counting, engine_registry.make_encoder
+    try:
+        barrier = threading.Barrier(8)
+        got = []
+
+        def first_use():
+            barrier.wait()
+            got.append(engine.encoder("test-colors"))
+
+        threads = [threading.Thread(target=first_use) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        engine_registry.make_encoder = saved
+    assert made == ["test-colors"]
+    assert len({id(e) for e in got}) == 1

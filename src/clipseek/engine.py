@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Sized
 from dataclasses import dataclass, field
@@ -605,6 +606,7 @@ class Engine:
         #: loaded when it is set stay as they are
         self.wrap_encoder = wrap_encoder
         self._encoders: dict[str, Encoder] = {}
+        self._encoders_lock = threading.Lock()  # concurrent first queries (the server) load a model once
         self._open: dict[str, Collection] = {}
 
     @property
@@ -613,10 +615,15 @@ class Engine:
 
     def encoder(self, name: str) -> Encoder:
         """One shared encoder instance per name (models are loaded once per process)."""
-        if name not in self._encoders:
-            enc = get_registry().make_encoder(name)
-            self._encoders[name] = self.wrap_encoder(enc) if self.wrap_encoder else enc
-        return self._encoders[name]
+        enc = self._encoders.get(name)
+        if enc is None:
+            with self._encoders_lock:
+                enc = self._encoders.get(name)
+                if enc is None:
+                    enc = get_registry().make_encoder(name)
+                    enc = self.wrap_encoder(enc) if self.wrap_encoder else enc
+                    self._encoders[name] = enc
+        return enc
 
     def names(self) -> list[str]:
         d = self.collections_dir
