@@ -6,8 +6,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 import clipseek
 
@@ -57,3 +62,35 @@ def server_env(home: Path, env: dict[str, str] | None = None) -> dict[str, str]:
     out["HF_HUB_OFFLINE"] = "1"
     out.update(env or {})
     return out
+
+
+def start_server(
+    home: Path, log_path: Path, args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 60
+) -> LiveServer:
+    """``clipseek serve`` on 127.0.0.1 and a free port over the data folder ``home``, its output in
+    ``log_path``; returns once ``/healthz`` answers (AssertionError with the log if it never does).
+    The caller stops it (``LiveServer.stop``)."""
+    port = free_port()
+    full_env = server_env(home, env)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clipseek", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=home,  # no ./clipseek.toml of the developer's
+        )
+    srv = LiveServer(f"http://127.0.0.1:{port}", port, home, proc, log_path, full_env)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"clipseek serve exited with {proc.returncode}:\n{srv.log()}")
+        try:
+            if httpx.get(f"{srv.url}/healthz", timeout=2).status_code == 200:
+                return srv
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            srv.stop()
+            raise AssertionError(f"clipseek serve did not answer /healthz within {timeout} s:\n{srv.log()}")
+        time.sleep(0.1)

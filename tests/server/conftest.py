@@ -22,20 +22,16 @@ the Pinecone client, Chromium, Locust):
   vector-only collections or ``model="offline"`` there.
 - ``live_server``: ``serve()`` with defaults; its ``.url`` is the base URL (``http://127.0.0.1:PORT``).
 
-The helpers live in ``tests/server/_serving.py`` (``from ._serving import LiveServer, free_port,
+The helpers live in ``tests/server/_serving.py`` (``from ._serving import LiveServer, start_server, free_port,
 server_env``) for tests that start a server themselves.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -43,7 +39,7 @@ from clipseek.engine import Engine
 from clipseek.server import Settings, create_app
 from clipseek.server.keys import KeyStore
 
-from ._serving import LiveServer, free_port, server_env
+from ._serving import LiveServer, start_server
 
 
 @pytest.fixture
@@ -94,32 +90,9 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Li
         home: Path | None = None, args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 60
     ) -> LiveServer:
         home = Path(home) if home is not None else tmp_path_factory.mktemp("serve-home")
-        port = free_port()
-        log_path = tmp_path_factory.mktemp("serve-log") / "server.log"
-        full_env = server_env(home, env)
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "clipseek", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-                env=full_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=home,  # no ./clipseek.toml of the developer's
-            )
-        srv = LiveServer(f"http://127.0.0.1:{port}", port, home, proc, log_path, full_env)
+        srv = start_server(home, tmp_path_factory.mktemp("serve-log") / "server.log", args, env, timeout)
         started.append(srv)
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"clipseek serve exited with {proc.returncode}:\n{srv.log()}")
-            try:
-                if httpx.get(f"{srv.url}/healthz", timeout=2).status_code == 200:
-                    return srv
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                srv.stop()
-                raise AssertionError(f"clipseek serve did not answer /healthz within {timeout} s:\n{srv.log()}")
-            time.sleep(0.1)
+        return srv
 
     yield start
     for srv in started:

@@ -8,12 +8,6 @@ normalised vectors, ties by id), never from clipseek's code.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-
-import clipseek
-
-pinecone = pytest.importorskip("pinecone")
-from pinecone import (  # noqa: E402
+from pinecone import (  # the vendor's own client, from the test extra
     ApiError,
     ConflictError,
     ForbiddenError,
@@ -35,9 +25,10 @@ from pinecone import (  # noqa: E402
     UnauthorizedError,
 )
 
-from clipseek.server.keys import KeyStore  # noqa: E402
+from clipseek.server.keys import KeyStore
 
-SRC = str(Path(clipseek.__file__).resolve().parents[1])  # this checkout's code, for the subprocess
+from ._serving import LiveServer, start_server
+
 DIM = 512
 N = 150
 CAMERAS = [f"cam-{i}" for i in range(5)]
@@ -45,60 +36,13 @@ CAMERAS = [f"cam-{i}" for i in range(5)]
 
 # ----------------------------------------------------------------------------- a real server
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEEK_")}
-        env["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [os.environ.get("PYTHONPATH")])])
-        env["CLIPSEEK_HOME"] = str(home)
-        env["HF_HUB_OFFLINE"] = "1"
-        self.log_path = home.parent / f"server-{self.port}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clipseek", "serve", "--port", str(self.port)],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=str(home.parent),
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"clipseek serve exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"clipseek serve did not answer /healthz within 60 s:\n{self.log()}")
-            time.sleep(0.1)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
+def Server(home: Path) -> LiveServer:
+    """``clipseek serve`` over ``home`` on a free port (the shared starter, tests/server/_serving.py)."""
+    return start_server(home, home.parent / "server.log")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     home = tmp_path_factory.mktemp("pinecone") / "home"
     home.mkdir()
     srv = Server(home)
@@ -107,14 +51,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture
-def pc(server: Server) -> Iterator[Pinecone]:
+def pc(server: LiveServer) -> Iterator[Pinecone]:
     client = Pinecone(api_key="any-key-while-the-server-has-none", host=server.url + "/pinecone")
     yield client
     client.close()
 
 
 @pytest.fixture
-def new_index(pc: Pinecone, server: Server) -> Iterator[Callable[..., Any]]:
+def new_index(pc: Pinecone, server: LiveServer) -> Iterator[Callable[..., Any]]:
     """Create an index (512-d, cosine) and return its data-plane client; deleted after the test."""
     made: list[tuple[str, Any]] = []
 
@@ -169,7 +113,7 @@ def cosine_ranking(
 
 # ----------------------------------------------------------------------------- the seed's workflow
 
-def test_seed_tutorial_workflow(pc: Pinecone, server: Server) -> None:
+def test_seed_tutorial_workflow(pc: Pinecone, server: LiveServer) -> None:
     name = "seed-tutorial"
     assert not pc.has_index(name)
     desc = pc.create_index(name=name, dimension=DIM, metric="cosine", spec=ServerlessSpec(cloud="aws", region="us-east-1"))
@@ -377,7 +321,7 @@ def test_update_and_list(new_index: Callable[..., Any]) -> None:
 
 # ----------------------------------------------------------------------------- errors
 
-def test_errors_in_pinecone_shape(pc: Pinecone, server: Server, new_index: Callable[..., Any]) -> None:
+def test_errors_in_pinecone_shape(pc: Pinecone, server: LiveServer, new_index: Callable[..., Any]) -> None:
     with pytest.raises(NotFoundError) as nf:
         pc.describe_index("no-such-index")
     assert "no-such-index" in str(nf.value)
@@ -423,7 +367,7 @@ def test_errors_in_pinecone_shape(pc: Pinecone, server: Server, new_index: Calla
     assert r.json() == {"error": {"code": "NOT_FOUND", "message": "index 'no-such-index' not found"}, "status": 404}
 
 
-def test_vector_only_collections_are_indexes_and_model_collections_are_not(pc: Pinecone, server: Server) -> None:
+def test_vector_only_collections_are_indexes_and_model_collections_are_not(pc: Pinecone, server: LiveServer) -> None:
     from clipseek.engine import Engine
 
     with Engine(server.home) as eng:
@@ -500,7 +444,7 @@ def test_api_keys_through_the_client(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- the 2026-07 surface
 
-def test_current_client_surface_and_deletion_protection(pc: Pinecone, server: Server) -> None:
+def test_current_client_surface_and_deletion_protection(pc: Pinecone, server: LiveServer) -> None:
     pc.indexes.create(
         name="modern",
         schema={"fields": {"embedding": {"type": "dense_vector", "dimension": 3, "metric": "cosine"}}},

@@ -25,8 +25,6 @@ import csv
 import io
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +36,7 @@ import pytest
 from clipseek.engine import Engine
 from clipseek.server.keys import KeyStore
 
-from ._serving import LiveServer, free_port, server_env
+from ._serving import LiveServer, start_server
 
 pytestmark = pytest.mark.model
 
@@ -134,28 +132,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _start(home: Path, args: list[str], log_dir: Path) -> LiveServer:
-    port = free_port()
-    env = server_env(home)
-    log_path = log_dir / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clipseek", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home,
-        )
-    srv = LiveServer(f"http://127.0.0.1:{port}", port, home, proc, log_path, env)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"clipseek serve exited with {proc.returncode}:\n{srv.log()}")
-        try:
-            if httpx.get(f"{srv.url}/healthz", timeout=2).status_code == 200:
-                return srv
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            srv.stop()
-            raise AssertionError(f"clipseek serve did not answer within 60 s:\n{srv.log()}")
-        time.sleep(0.1)
+    return start_server(home, log_dir / "server.log", args)
 
 
 @pytest.fixture(scope="module")
