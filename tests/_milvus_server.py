@@ -59,10 +59,11 @@ class MilvusProcess:
     ) -> None:
         self.own_group = own_group  # False: the server stays in the caller's process group
         self.data = Path(data).resolve()
-        self.port = port
+        self.port = port or _free_port(19530, set())  # 0: the first free port from 19530
         self.settings = {**SETTINGS, **(settings or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
+        self._launch: tuple[str, dict[str, str]] | None = None
 
     @property
     def uri(self) -> str:
@@ -107,7 +108,9 @@ class MilvusProcess:
         return exe, env
 
     def start(self, timeout: float = 240.0) -> str:
-        exe, env = self._configure()
+        if self._launch is None:  # a restart reuses the ports and config (a killed server's ports may
+            self._launch = self._configure()  # be in TIME_WAIT, which the package's bind check refuses)
+        exe, env = self._launch
         logs = self.data / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / "milvus-stdout.log", "ab") as out, open(logs / "milvus-stderr.log", "ab") as err:
@@ -206,7 +209,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["start", "stop", "run"])
     ap.add_argument("--data", required=True, type=Path, help="the server's data and log directory")
-    ap.add_argument("--port", type=int, default=19530)
+    ap.add_argument("--port", type=int, default=19530, help="the gRPC port (0: the first free one from 19530)")
     ap.add_argument("--timeout", type=float, default=240.0)
     args = ap.parse_args()
     data = args.data.resolve()
