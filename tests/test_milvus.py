@@ -233,6 +233,14 @@ def test_a_flat_index_is_exact_and_refuses_other_names(tmp_path) -> None:
             assert [h.id for h in st.search(q, 10)] == [f"r{i:03d}" for i in want]
             odd = [i for i in sorted(range(500), key=lambda i: (-s[i], i)) if i % 2][:10]
             assert [h.id for h in st.search(q, 10, where=filters.parse({"odd": 1}))] == [f"r{i:03d}" for i in odd]
+        # neighbours: one batched Milvus search, the same answers as a search per record
+        ask = ["r000", "r123", "nope", "r499"]
+        near = st.neighbours(ask, 5, min_cosine=0.0)
+        assert near[2] == []
+        for rid, got in zip(ask, near):
+            if rid != "nope":
+                want = st.search(st.get([rid])[0].vector, 5, min_cosine=0.0, exclude=[rid])
+                assert got == [(h.id, h.cosine) for h in want] and rid not in {i for i, _ in got}
 
 
 # ------------------------------------------------------------------------------------- engine and CLI

@@ -272,10 +272,34 @@ def _server_errors_in(*methods: str) -> Callable[[type[T]], type[T]]:
     return wrap
 
 
+def _import_pymilvus() -> None:
+    """Import pymilvus without its import-time warning (2.3 imports setuptools' deprecated
+    pkg_resources), which would otherwise greet every CLI user on stderr."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import pymilvus  # noqa: F401
+
+
+def _rank(rows: list[dict[str, Any]], q: np.ndarray, limit: int, min_cosine: float | None) -> list[tuple[str, float, int]]:
+    """(id, cosine, row) of the best ``limit`` rows for the unit query ``q``, scored from their
+    stored vectors with the local store's arithmetic, by cosine descending, ties by id."""
+    if not rows:
+        return []
+    V = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+    keys, scores = top_candidates(np.arange(len(rows)), cosines(V, np.asarray(q, dtype=np.float32)), limit, min_cosine)
+    pairs = sorted(((rows[k]["id"], float(c), k) for k, c in zip(keys.tolist(), scores.tolist())), key=lambda p: (-p[1], p[0]))
+    return pairs[:limit]
+
+
 # ------------------------------------------------------------------------------------ the store
 
 
-@_server_errors_in("upsert", "delete", "get", "count", "fields", "ids", "search", "values", "fingerprints", "stats")
+@_server_errors_in(
+    "upsert", "delete", "get", "count", "fields", "ids", "search", "neighbours", "values", "fingerprints", "stats"
+)
 class MilvusStore(VectorStore):
     """Milvus (a cluster or a standalone server; `pip install 'clipseek[milvus]'`).
 
@@ -374,7 +398,9 @@ class MilvusStore(VectorStore):
 
     def _open(self, state: dict[str, Any]) -> None:
         try:
+            _import_pymilvus()
             from pymilvus import connections
+
             # pymilvus logs every failed call and retry (with its reprs) as an error or warning:
             # its errors reach users as one StoreUnavailable/ClipseekError message instead
             log = logging.getLogger("pymilvus")
@@ -677,13 +703,37 @@ class MilvusStore(VectorStore):
             rows = [r for page in self._pages(full, ["vector", "meta"], kw, page=QUERY_WINDOW) for r in page]
         else:
             rows = self._ann_candidates(q, limit, full, m, kw)
-        if not rows:
-            return []
-        V = np.asarray([r["vector"] for r in rows], dtype=np.float32)
-        keys, scores = top_candidates(np.arange(len(rows)), cosines(V, q), limit, min_cosine)
-        pairs = sorted(((rows[k]["id"], float(c), k) for k, c in zip(keys.tolist(), scores.tolist())),
-                       key=lambda p: (-p[1], p[0]))
-        return [Hit(i, c, json.loads(rows[k]["meta"]), score=c) for i, c, k in pairs[:limit]]
+        return [Hit(i, c, json.loads(rows[k]["meta"]), score=c) for i, c, k in _rank(rows, q, limit, min_cosine)]
+
+    def neighbours(
+        self, ids: Sequence[str], limit: int, min_cosine: float | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """Like ``search(own vector, exclude=[id])`` for each id, in one Milvus search per 256 ids
+        (``clipseek dedup`` asks it for every record), or one scan here for small collections."""
+        self._check_open()
+        ids = list(ids)
+        found: dict[str, list[tuple[str, float]]] = {}
+        recs = [r for r in self.get(ids) if r is not None]
+        if recs and limit > 0:
+            kw = self._read_kw()
+            total = self._count_expr("", kw)
+            if total <= self.exact_rows:
+                rows = [r for page in self._pages("", ["vector"], kw, page=QUERY_WINDOW) for r in page]
+                for rec in recs:
+                    others = [r for r in rows if r["id"] != rec.id]
+                    found[rec.id] = [(i, c) for i, c, _k in _rank(others, rec.vector, limit, min_cosine)]
+            else:
+                k = min(total, limit + 11, QUERY_WINDOW)  # itself, and slack for ties at the cut
+                for i in range(0, len(recs), 256):
+                    part = recs[i : i + 256]
+                    res = self._col.search(
+                        [r.vector for r in part], "vector", {"metric_type": "IP", "params": {"ef": max(self.ef_search, k)}},
+                        limit=k, output_fields=["vector"], **kw,
+                    )
+                    for rec, hits in zip(part, res):
+                        rows = [{"id": h.id, "vector": h.entity.get("vector")} for h in hits if h.id != rec.id]
+                        found[rec.id] = [(j, c) for j, c, _k in _rank(rows, rec.vector, limit, min_cosine)]
+        return [list(found.get(i, [])) for i in ids]
 
     def _ann_candidates(
         self, q: np.ndarray, limit: int, expr: str, m: int, kw: Mapping[str, Any]
@@ -742,6 +792,7 @@ class MilvusStore(VectorStore):
         st.timeout = max(1, math.ceil(float(options.get("timeout", 30))))
         st._alias, st._closed = f"clipseek-{uuid.uuid4().hex}", False
         st.collection_name = state["collection"]
+        _import_pymilvus()
         from pymilvus import connections
 
         st._connect(connections)
