@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import re
-import threading
 import uuid
 from datetime import date, datetime
 from hashlib import sha1
@@ -364,14 +363,14 @@ class MilvusStore(VectorStore):
         self.uri, self.db, self.prefix = conf["uri"], conf["db"], conf["prefix"]
         self._token = conf["token"]
         self.collection_name = collection or state.get("collection") or self._derived_name()
-        self.fields_name = f"{self.prefix}_fields"
+        # the field-name registry, fixed when the collection is made (a later prefix must not hide it)
+        self.fields_name = state.get("fields") or f"{self.prefix}_fields"
         if self.collection_name == self.fields_name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", self.collection_name):
             raise ClipseekError(f"bad Milvus collection name {self.collection_name!r}")
         self._alias = f"clipseek-{uuid.uuid4().hex}"
         self._closed = False
         self._last_write_ts = 0
         self._known_fields: set[str] = set()  # names this instance knows are in the fields registry
-        self._lock = threading.RLock()
         self._open(state)
 
     # ------------------------------------------------------------------------------ opening
@@ -495,7 +494,11 @@ class MilvusStore(VectorStore):
             self.path.mkdir(parents=True, exist_ok=True)
             tmp = self.path / (STATE_FILE + ".tmp")
             tmp.write_text(
-                json.dumps({"collection": self.collection_name, "uri": self.uri, "db": self.db, "dim": self.dim}, indent=2)
+                json.dumps(
+                    {"collection": self.collection_name, "fields": self.fields_name, "uri": self.uri, "db": self.db,
+                     "dim": self.dim},
+                    indent=2,
+                )
             )
             os.replace(tmp, self.path / STATE_FILE)
 
@@ -792,6 +795,7 @@ class MilvusStore(VectorStore):
         st.timeout = max(1, math.ceil(float(options.get("timeout", 30))))
         st._alias, st._closed = f"clipseek-{uuid.uuid4().hex}", False
         st.collection_name = state["collection"]
+        st.fields_name = state.get("fields") or f"{st.prefix}_fields"
         _import_pymilvus()
         from pymilvus import connections
 
@@ -806,8 +810,8 @@ class MilvusStore(VectorStore):
         from pymilvus import Collection, utility
 
         kw = {"using": self._alias, "timeout": self.timeout}
-        if utility.has_collection(f"{self.prefix}_fields", **kw):
-            reg = Collection(f"{self.prefix}_fields", using=self._alias)
+        if utility.has_collection(self.fields_name, **kw):
+            reg = Collection(self.fields_name, using=self._alias)
             reg.load(timeout=self.timeout)
             reg.delete(f"coll == {literal(self.collection_name)}", timeout=self.timeout)
         if utility.has_collection(self.collection_name, **kw):
