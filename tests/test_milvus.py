@@ -80,12 +80,20 @@ def test_filter_forms_of_each_kind_of_value() -> None:
 def test_settings_come_from_arguments_then_environment_then_the_configuration_file(tmp_path, monkeypatch) -> None:
     for key in ("URI", "TOKEN", "DB", "PREFIX"):
         monkeypatch.delenv(f"CLIPSEEK_MILVUS_{key}", raising=False)
-    monkeypatch.setenv("CLIPSEEK_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("CLIPSEEK_CONFIG", raising=False)
+    monkeypatch.setenv("CLIPSEEK_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
     assert settings() == {"uri": "http://localhost:19530", "token": "", "db": "default", "prefix": "clipseek_"}
-    conf = tmp_path / "config.toml"
-    conf.write_text('[milvus]\nuri = "http://conf:19530"\ntoken = "root:secret"\ndb = "cars"\n')
-    monkeypatch.setenv("CLIPSEEK_CONFIG", str(conf))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "clipseek.toml").write_text('[milvus]\nuri = "http://home:19530"\n')
+    assert settings()["uri"] == "http://home:19530"
+    # ./clipseek.toml, the file `clipseek serve` reads, comes first; its [server] table is not ours
+    conf = tmp_path / "clipseek.toml"
+    conf.write_text('[server]\nport = 8000\n[milvus]\nuri = "http://conf:19530"\ntoken = "root:secret"\ndb = "cars"\n')
     assert settings() == {"uri": "http://conf:19530", "token": "root:secret", "db": "cars", "prefix": "clipseek_"}
+    monkeypatch.setenv("CLIPSEEK_CONFIG", str(tmp_path / "home" / "clipseek.toml"))
+    assert settings()["uri"] == "http://home:19530"
+    monkeypatch.setenv("CLIPSEEK_CONFIG", str(conf))
     monkeypatch.setenv("CLIPSEEK_MILVUS_URI", "http://env:19530")
     monkeypatch.setenv("CLIPSEEK_MILVUS_PREFIX", "city_")
     assert settings()["uri"] == "http://env:19530" and settings()["prefix"] == "city_"

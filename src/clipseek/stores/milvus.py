@@ -67,11 +67,15 @@ T = TypeVar("T")
 
 
 def _config_file_settings() -> dict[str, Any]:
-    """The ``[milvus]`` table of the configuration file (``$CLIPSEEK_CONFIG``, else
-    ``$CLIPSEEK_HOME/config.toml``); empty when there is none."""
+    """The ``[milvus]`` table of the configuration file: the one ``clipseek serve`` reads
+    (``$CLIPSEEK_CONFIG``, else ``./clipseek.toml``), else ``$CLIPSEEK_HOME/clipseek.toml``; empty
+    when there is none."""
     from ..paths import default_data_dir
 
-    path = Path(os.environ.get("CLIPSEEK_CONFIG") or default_data_dir() / "config.toml").expanduser()
+    if os.environ.get("CLIPSEEK_CONFIG"):
+        path = Path(os.environ["CLIPSEEK_CONFIG"]).expanduser()
+    else:
+        path = next((p for p in (Path("clipseek.toml"), default_data_dir() / "clipseek.toml") if p.is_file()), Path())
     if not path.is_file():
         return {}
     try:
