@@ -103,3 +103,111 @@ def photo_dir(tmp_path: Path, make_image) -> Path:  # type: ignore[no-untyped-de
 def engine(tmp_path: Path) -> Iterator[clipseek.Engine]:
     with clipseek.Engine(tmp_path / "data") as eng:
         yield eng
+
+
+# ------------------------------------------------------------------------------------- Milvus
+#
+# Tests marked `milvus` (and the contract suite's milvus-store cases, marked here) need a Milvus
+# server at $CLIPSEEK_TEST_MILVUS_URI. `.ci/run` starts one (`tests/_milvus_server.py`) and sets
+# CLIPSEEK_REQUIRE_MILVUS=1, which turns a missing server into a failure instead of a skip.
+
+MILVUS_HOWTO = (
+    "start one with `python tests/_milvus_server.py start --data /tmp/milvus-test` "
+    "(pip install 'clipseek[milvus,test]') and set CLIPSEEK_TEST_MILVUS_URI=http://127.0.0.1:19530"
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The contract suite runs over every registered store: its milvus cases need the server."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "milvus" in (params.get("store_cls"), params.get("name")):
+            item.add_marker(pytest.mark.milvus)
+
+
+@pytest.fixture(scope="session")
+def milvus_uri() -> str:
+    """The test server's URI; skips (fails under CLIPSEEK_REQUIRE_MILVUS=1) when there is none."""
+    import os
+
+    uri = os.environ.get("CLIPSEEK_TEST_MILVUS_URI", "")
+    why = None
+    if not uri:
+        why = f"needs a Milvus server: CLIPSEEK_TEST_MILVUS_URI is not set; {MILVUS_HOWTO}"
+    else:
+        try:
+            from pymilvus import connections, utility
+
+            connections.connect("clipseek-tests-probe", uri=uri, timeout=10)
+            utility.get_server_version(using="clipseek-tests-probe", timeout=10)
+            connections.disconnect("clipseek-tests-probe")
+        except ImportError:
+            why = "needs pymilvus: pip install 'clipseek[milvus]'"
+        except Exception as e:  # noqa: BLE001
+            why = f"no Milvus server answers at CLIPSEEK_TEST_MILVUS_URI={uri} ({type(e).__name__}); {MILVUS_HOWTO}"
+    if why:
+        if os.environ.get("CLIPSEEK_REQUIRE_MILVUS") == "1":
+            pytest.fail(why + " (CLIPSEEK_REQUIRE_MILVUS=1: a missing server is a failure)", pytrace=False)
+        pytest.skip(why)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def milvus_prefix(milvus_uri: str) -> Iterator[str]:
+    """A collection-name prefix of this session's own; everything under it is dropped at the end."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    yield prefix
+    drop_milvus_collections(milvus_uri, lambda name: name.startswith(prefix))
+
+
+@pytest.fixture(autouse=True)
+def _milvus_env(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For a `milvus` test: point the store at the test server under the session's prefix, and
+    drop the collections the test made (the server stays small across the session; the shared
+    field-name registry stays, so each test creates one collection, not two)."""
+    if request.node.get_closest_marker("milvus") is None:
+        yield
+        return
+    uri = request.getfixturevalue("milvus_uri")
+    prefix = request.getfixturevalue("milvus_prefix")
+    before = set(list_milvus_collections(uri))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CLIPSEEK_MILVUS_URI", uri)
+    mp.setenv("CLIPSEEK_MILVUS_PREFIX", prefix)
+    mp.delenv("CLIPSEEK_MILVUS_TOKEN", raising=False)
+    mp.delenv("CLIPSEEK_MILVUS_DB", raising=False)
+    try:
+        yield
+    finally:
+        mp.undo()
+        drop_milvus_collections(uri, lambda name: name not in before and name != f"{prefix}_fields")
+
+
+def list_milvus_collections(uri: str) -> list[str]:
+    from pymilvus import connections, utility
+
+    alias = "clipseek-tests-admin"
+    try:
+        connections.connect(alias, uri=uri, timeout=10)
+        return list(utility.list_collections(using=alias, timeout=10))
+    except Exception:  # noqa: BLE001 - a stopped server (fault tests) has nothing to list
+        return []
+    finally:
+        connections.disconnect(alias)
+
+
+def drop_milvus_collections(uri: str, which: Callable[[str], bool]) -> None:
+    from pymilvus import connections, utility
+
+    alias = "clipseek-tests-admin"
+    try:
+        connections.connect(alias, uri=uri, timeout=10)
+        for name in utility.list_collections(using=alias, timeout=10):
+            if which(name):
+                utility.drop_collection(name, using=alias, timeout=30)
+    except Exception:  # noqa: BLE001 - a stopped server (fault tests) has nothing to clean
+        pass
+    finally:
+        connections.disconnect(alias)

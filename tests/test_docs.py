@@ -22,7 +22,7 @@ def test_every_command_is_in_the_readme(command: str) -> None:
     assert f"clipseek {command}" in README
 
 
-@pytest.mark.parametrize("store", ["local", "memory"])
+@pytest.mark.parametrize("store", ["local", "memory", "milvus"])
 def test_built_in_stores_are_documented(store: str) -> None:
     assert store in get_registry().stores
     assert f"`{store}`" in README and f"`{store}`" in ARCH

@@ -20,6 +20,8 @@ def register_encoders(register: Callable[..., None]) -> None:
 def register_stores(register: Callable[..., None]) -> None:
     from .stores.local import LocalStore
     from .stores.memory import MemoryStore
+    from .stores.milvus import MilvusStore  # imports pymilvus only when a store is opened
 
     register(LocalStore)
     register(MemoryStore)
+    register(MilvusStore)

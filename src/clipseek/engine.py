@@ -129,8 +129,11 @@ class Collection:
         self.encoder_info = EncoderInfo.from_dict(config["encoder"])
         self.store_name: str = config["store"]
         cls = get_registry().store_class(self.store_name)
-        store_path = path / "store" if cls.persistent else None
-        self.store: VectorStore = cls(store_path, self.encoder_info.dim, **({"read_only": True} if read_only else {}))
+        store_path = path / config.get("store_dir", "store") if cls.persistent else None  # store_dir: after a migrate
+        options = dict(config.get("store_options") or {})  # e.g. a Milvus server's uri
+        if read_only:
+            options["read_only"] = True
+        self.store: VectorStore = cls(store_path, self.encoder_info.dim, **options)
         self._encoder: Encoder | None = None
 
     # -------------------------------------------------------------------------------- encoder
@@ -635,10 +638,21 @@ class Engine:
         return (self.collections_dir / name / "collection.json").is_file()
 
     def create(
-        self, name: str, model: str | None = None, store: str | None = None, *, dim: int | None = None
+        self,
+        name: str,
+        model: str | None = None,
+        store: str | None = None,
+        *,
+        dim: int | None = None,
+        store_uri: str | None = None,
+        store_options: dict[str, Any] | None = None,
     ) -> Collection:
         """Create a collection filled by ``model`` (default: ``$CLIPSEEK_MODEL`` or the default
-        model), or, with ``dim`` and no model, a vector-only collection of that dimension."""
+        model), or, with ``dim`` and no model, a vector-only collection of that dimension.
+
+        ``store_uri`` and ``store_options`` configure the store (a Milvus server's uri, db, prefix)
+        and are remembered in collection.json; credentials (a token) are not options: they come
+        from the environment or the configuration file each time."""
         if not _NAME_RE.match(name):
             raise ClipseekError(
                 f"bad collection name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)"
@@ -662,7 +676,14 @@ class Engine:
             info = enc.info
             calibration = {k: {"center": c.center, "scale": c.scale} for k, c in enc.calibration.items()}
         store_name = store or DEFAULT_STORE
-        get_registry().store_class(store_name)  # fail early on an unknown store
+        store_cls = get_registry().store_class(store_name)  # fail early on an unknown store
+        options = {k: v for k, v in {**(store_options or {}), "uri": store_uri}.items() if v is not None}
+        secret = sorted(set(options) & store_cls.secret_options)
+        if secret:
+            raise ClipseekError(
+                f"the {store_name} store's {', '.join(secret)} is never written to collection.json: give it in the "
+                f"environment (e.g. CLIPSEEK_{store_name.upper()}_{secret[0].upper()}) or the configuration file"
+            )
         path = self.collections_dir / name
         path.mkdir(parents=True, exist_ok=True)
         config = {
@@ -674,10 +695,16 @@ class Engine:
             "store": store_name,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        if options:
+            config["store_options"] = options
         tmp = path / "collection.json.tmp"
         tmp.write_text(json.dumps(config, indent=2))
         os.replace(tmp, path / "collection.json")
-        col = Collection(self, name, path, config)
+        try:
+            col = Collection(self, name, path, config)
+        except BaseException:  # e.g. a store server that does not answer: leave no half-made collection
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         col._encoder = enc
         self._open[name] = col
         return col
@@ -714,10 +741,20 @@ class Engine:
             ) from None
         return config  # type: ignore[no-any-return]
 
-    def collection(self, name: str = DEFAULT_COLLECTION, model: str | None = None, store: str | None = None) -> Collection:
-        """Open ``name``, or create it with ``model`` and ``store`` when it does not exist.
+    def collection(
+        self,
+        name: str = DEFAULT_COLLECTION,
+        model: str | None = None,
+        store: str | None = None,
+        *,
+        store_uri: str | None = None,
+        store_options: dict[str, Any] | None = None,
+    ) -> Collection:
+        """Open ``name``, or create it with ``model`` and ``store`` (and the store's ``store_uri``
+        and ``store_options``, see :meth:`create`) when it does not exist.
 
-        Asking for a model other than the one an existing collection was built with is refused.
+        Asking for a model, a store or a store uri other than those an existing collection was
+        built with is refused: the collection remembers them.
         """
         if self.exists(name):
             col = self.open(name)
@@ -726,8 +763,15 @@ class Engine:
                     f"collection {name!r} was built with model {col.encoder_info.name!r}, not {model!r}; "
                     "use another collection name for another model"
                 )
+            had = (col.config.get("store_options") or {}).get("uri")
+            if (store is not None and store != col.store_name) or (store_uri is not None and store_uri != had):
+                where = f"{col.store_name}" + (f" at {had}" if had else "")
+                raise ClipseekError(
+                    f"collection {name!r} lives in the {where} store, not {store or col.store_name}"
+                    + (f" at {store_uri}" if store_uri else "") + "; use `clipseek migrate` to move it"
+                )
             return col
-        return self.create(name, model=model, store=store)
+        return self.create(name, model=model, store=store, store_uri=store_uri, store_options=store_options)
 
     def drop(self, name: str) -> None:
         """Delete a collection and its files. Refused while another process has it open for
@@ -739,17 +783,22 @@ class Engine:
         if not (path / "collection.json").is_file():
             raise CollectionNotFound(f"no collection {name!r}")
         try:  # a damaged collection.json must not stop its deletion: fall back to the default store
-            store_name = self._config(name)["store"]
+            config = self._config(name)
+            store_name, store_options = config["store"], dict(config.get("store_options") or {})
         except CollectionDamaged:
-            store_name = DEFAULT_STORE
+            store_name, store_options, config = DEFAULT_STORE, {}, {}
+        store_dir = path / str(config.get("store_dir", "store"))
         guard: contextlib.AbstractContextManager[None]
+        cls: type[VectorStore] | None = None
         try:
             cls = get_registry().store_class(store_name)
-            guard = cls.exclusive(path / "store" if cls.persistent else None)
+            guard = cls.exclusive(store_dir if cls.persistent else None)
         except ClipseekError:  # its store plugin is gone: nothing can hold it open
             guard = contextlib.nullcontext()
         try:
             with guard:
+                if cls is not None:  # what the store keeps elsewhere (a server's collection) goes first
+                    cls.destroy(store_dir if cls.persistent else None, **store_options)
                 # Remove the config first: a crash half-way then leaves no half-collection that looks valid.
                 (path / "collection.json").unlink()
                 shutil.rmtree(path)

@@ -16,6 +16,7 @@ turn it into a clear message and a non-zero exit / 4xx answer without a tracebac
     ├── RecordNotFound            --like / get of an id that is not in the collection
     ├── VectorOnly                asking a vector-only collection (no model) for text, images or labels
     ├── CollectionDamaged         a collection file that is truncated, corrupt or unreadable (see `clipseek check`)
+    ├── StoreUnavailable          a store's server (Milvus) cannot be reached or stopped answering
     └── ModelUnavailable          an encoder whose weights or packages are missing
 """
 
@@ -72,6 +73,11 @@ class VectorOnly(ClipseekError):
 
 class CollectionDamaged(ClipseekError):
     """A collection's files are damaged or unreadable (the message names the file)."""
+
+
+class StoreUnavailable(ClipseekError):
+    """A store's server cannot be reached, or stopped answering mid-call (the message names it).
+    Writes are upserts by id, so running the same command again once it is back is safe."""
 
 
 class DownloadError(BadImage):

@@ -75,6 +75,12 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
     "'offline' [default: $CLIPSEEK_MODEL, else a CLIP preset found locally or downloadable, else offline].",
 )
 @click.option("--store", default=None, help="Store for a new collection (see `clipseek stores`) [default: local].")
+@click.option(
+    "--store-uri",
+    default=None,
+    help="Where a new collection's store lives, e.g. http://milvus:19530 for --store milvus "
+    "[default: env CLIPSEEK_MILVUS_URI, the configuration file, else http://localhost:19530]; remembered by the collection.",
+)
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per encoder batch.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Image decoding threads; with --ray, worker actors [default: CPU count; of the cluster with --ray].")
 @click.option(
@@ -150,6 +156,7 @@ def index(
     collection: str,
     model: str | None,
     store: str | None,
+    store_uri: str | None,
     batch_size: int | None,
     workers: int | None,
     labels: str | None,
@@ -184,7 +191,7 @@ def index(
     from ..manifest import Columns
 
     columns = Columns(image=image_column, caption=caption_column, id=id_column)
-    col = obj.engine.collection(collection, model=model, store=store)
+    col = obj.engine.collection(collection, model=model, store=store, store_uri=store_uri)
     reports = []
     _interrupt_on_sigterm()
     for p in paths:
@@ -524,6 +531,7 @@ def demo(obj: _Ctx, collection: str, out: str) -> None:
 def _attach_commands() -> None:
     from .classify import classify
     from .dedup import dedup
+    from .migrate import migrate
     from .model import model
     from .serve import keys, serve
 
@@ -532,6 +540,7 @@ def _attach_commands() -> None:
     cli.add_command(keys)
     cli.add_command(classify)
     cli.add_command(dedup)
+    cli.add_command(migrate)
 
 
 _attach_commands()

@@ -34,6 +34,9 @@ class VectorStore(ABC):
 
     name: ClassVar[str] = ""
     persistent: ClassVar[bool] = True
+    #: options never written to collection.json (credentials: given again by the environment or
+    #: the configuration file each time the store is opened)
+    secret_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, path: Path | None, dim: int, **options: Any) -> None:
         self.path = path
@@ -134,6 +137,12 @@ class VectorStore(ABC):
         """Hold the store at ``path`` against writers without opening it (to delete it); raises
         :class:`~clipseek.errors.ClipseekError` when another process has it open for writing."""
         yield
+
+    @classmethod
+    def destroy(cls, path: Path | None, **options: Any) -> None:  # noqa: B027
+        """Delete what the store at ``path`` keeps outside it (a server's collection) before the
+        engine removes ``path``; nothing for stores whose data is all under ``path``."""
+        return None
 
     def stats(self) -> dict[str, Any]:
         return {"store": self.name, "count": self.count(), "dim": self.dim}
