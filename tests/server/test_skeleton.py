@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from clipseek import Engine
 from clipseek.cli import cli
-from clipseek.errors import ClipseekError
+from clipseek.errors import ClipseekError, StoreUnavailable
 from clipseek.server import Settings, create_app
 from clipseek.server.deps import RateLimiter, Reader, Writer
 from clipseek.server.keys import KeyStore
@@ -146,6 +146,10 @@ def _app(tmp_path, **settings):
     def boom() -> dict:
         raise ClipseekError("a message for people")
 
+    @app.get("/t/store-down")
+    def store_down() -> dict:
+        raise StoreUnavailable("the Milvus server at http://10.0.0.9:19530 is not answering")
+
     @app.get("/t/crash")
     def crash() -> dict:
         raise RuntimeError("secret internals")
@@ -204,6 +208,9 @@ def test_error_shapes(tmp_path):
     with _client(_app(tmp_path)) as c:
         r = c.get("/t/boom")
         assert (r.status_code, r.json()) == (400, {"error": {"code": "bad_request", "message": "a message for people"}})
+        r = c.get("/t/store-down")
+        assert (r.status_code, r.json()["error"]["code"]) == (503, "store_unavailable")
+        assert r.json()["error"]["message"] == "the Milvus server at http://10.0.0.9:19530 is not answering"
         r = c.get("/t/crash")
         assert r.status_code == 500 and "secret" not in r.text and r.json()["error"]["code"] == "internal"
         r = c.get("/no/such/route")

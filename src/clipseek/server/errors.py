@@ -44,6 +44,7 @@ _MAP: list[tuple[type[Exception], int, str]] = [
     (E.BadImage, 415, "bad_image"),
     (E.UnknownPlugin, 400, "unknown_plugin"),
     (E.ModelUnavailable, 503, "model_unavailable"),
+    (E.StoreUnavailable, 503, "store_unavailable"),
     (E.CollectionDamaged, 500, "collection_damaged"),
     (E.ClipseekError, 400, "bad_request"),
 ]
