@@ -18,8 +18,10 @@ Contract (checked for every store by ``tests/contract/test_store_contract.py``):
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
@@ -27,6 +29,28 @@ import numpy as np
 
 from ..filters import Condition
 from ..types import Hit, Record
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (datetime, date)):
+        return v.isoformat()
+    if isinstance(v, (set, frozenset)):
+        return sorted(v, key=repr)
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"metadata value {v!r} of type {type(v).__name__} cannot be stored as JSON")
+
+
+def metadata_json(meta: Mapping[str, Any]) -> str:
+    """A record's metadata as the JSON text a persistent store keeps: times as ISO-8601, sets as
+    sorted lists, numpy scalars and arrays as numbers and lists, paths as strings; any other
+    non-JSON value is a TypeError naming it. One encoding for every store, so a record round-trips
+    the same whichever store holds it."""
+    return json.dumps(meta, default=_json_default, ensure_ascii=False)
 
 
 class VectorStore(ABC):

@@ -37,7 +37,6 @@ import math
 import os
 import re
 import uuid
-from datetime import date, datetime
 from hashlib import sha1
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence, TypeVar
@@ -48,7 +47,7 @@ from .. import filters
 from ..errors import BadFilter, BadVector, ClipseekError, StoreUnavailable
 from ..filters import Condition
 from ..types import Hit, Record, as_unit_vectors
-from .base import VectorStore
+from .base import VectorStore, metadata_json
 from .topk import cosines, top_candidates
 
 DEFAULT_URI = "http://localhost:19530"
@@ -134,20 +133,6 @@ def _num(x: float) -> str:
 def _key(name: str) -> str:
     """The JSON key of a metadata field in ``f``: hex of its UTF-8 (never needs escaping)."""
     return "k" + name.encode("utf-8").hex()
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, (datetime, date)):
-        return v.isoformat()
-    if isinstance(v, (set, frozenset)):
-        return sorted(v, key=repr)
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"metadata value {v!r} of type {type(v).__name__} cannot be stored as JSON")
 
 
 def filter_forms(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -592,7 +577,7 @@ class MilvusStore(VectorStore):
         for rid, (v, r) in latest.items():
             if not isinstance(rid, str) or not rid or len(rid.encode("utf-8")) > MAX_TEXT:
                 raise ClipseekError(f"bad record id {rid!r} for the milvus store: a non-empty string of at most {MAX_TEXT} bytes")
-            meta = json.dumps(dict(r.metadata), default=_json_default, ensure_ascii=False)
+            meta = metadata_json(dict(r.metadata))
             if len(meta.encode("utf-8")) > MAX_TEXT:
                 raise ClipseekError(f"record {rid!r}: its metadata is over {MAX_TEXT} bytes of JSON, the milvus store's limit")
             ids.append(rid)

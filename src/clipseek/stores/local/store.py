@@ -11,7 +11,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +19,7 @@ import numpy as np
 from ...errors import BadVector, ClipseekError, CollectionDamaged
 from ...filters import Condition
 from ...types import Hit, Record, as_unit_vectors
-from ..base import VectorStore
+from ..base import VectorStore, metadata_json
 from ..topk import cosines, top_candidates
 from .ann import AnnCache, header_problem
 from .columns import AtomCache, AtomRow, Columns
@@ -63,24 +62,6 @@ CREATE TABLE IF NOT EXISTS atoms(
 CREATE TABLE IF NOT EXISTS field_counts(field TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS damaged(id TEXT PRIMARY KEY, metadata TEXT NOT NULL) WITHOUT ROWID;
 """
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, (datetime, date)):
-        return v.isoformat()
-    if isinstance(v, (set, frozenset)):
-        return sorted(v, key=repr)
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"metadata value {v!r} of type {type(v).__name__} cannot be stored as JSON")
-
-
-def _dumps(meta: Mapping[str, Any]) -> str:
-    return json.dumps(meta, default=_json_default, ensure_ascii=False)
 
 
 def _damaged_db(db_file: Path, e: sqlite3.DatabaseError) -> CollectionDamaged:
@@ -482,7 +463,7 @@ class LocalStore(VectorStore):
         vecs = as_unit_vectors(stacked, self.dim)
         if vecs.shape[0] != len(recs):
             raise BadVector(f"expected one {self.dim}-d vector per record, got shape {stacked.shape}")
-        metas = [_dumps(r.metadata) for r in recs]
+        metas = [metadata_json(r.metadata) for r in recs]
 
         with self._wlock:
             db = self._main()
@@ -561,7 +542,7 @@ class LocalStore(VectorStore):
                         drop.append((f, slot))
                         atom_rows.extend(self._atoms(f, slot, v))
                     meta.update(upd)
-                    rows.append((_dumps(meta), slot))
+                    rows.append((metadata_json(meta), slot))
                 db.executemany("UPDATE records SET metadata=? WHERE slot=?", rows)
                 db.executemany("DELETE FROM atoms WHERE field=? AND slot=?", drop)
                 db.executemany("INSERT INTO atoms(field, slot, k, s, n, t) VALUES (?, ?, ?, ?, ?, ?)", atom_rows)
