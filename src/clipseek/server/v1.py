@@ -199,8 +199,8 @@ def install(app: FastAPI, state: State) -> None:
     ) -> Response:
         col = _collection(state, name)
         rec = _record(col, id)
-        path, sha = _record_file(col, rec)
-        img = images.load_image(path, name=rec.id, fit=size)
+        data, sha = _record_bytes(rec)
+        img = images.load_image(data, name=rec.id, fit=size)
         img.thumbnail((size, size))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)
@@ -609,30 +609,22 @@ def _record(col: Collection, id: str) -> Record:
     return rec
 
 
-def _record_file(col: Collection, rec: Record) -> tuple[Path, str]:
-    """The image file the server read when it stored ``rec``, checked to hold the same bytes."""
+def _record_bytes(rec: Record) -> tuple[bytes, str]:
+    """The bytes of the image file the server read when it stored ``rec`` (read once: hashed to
+    check they are still the same bytes, then decoded from memory), and their sha256."""
     sha = rec.metadata.get(HASH_KEY)
     raw = rec.metadata.get("path")
     if not isinstance(sha, str) or not isinstance(raw, str) or not raw:
         raise ApiError(
             404, "no_image", f"record {rec.id!r} has no image file the server read (added as a vector or from embedded bytes)"
         )
-    path = Path(raw)
     try:
-        with path.open("rb") as fp:
-            digest = hashlib.file_digest(fp, "sha256").hexdigest() if hasattr(hashlib, "file_digest") else _sha(fp)
+        data = Path(raw).read_bytes()
     except OSError:
         raise ApiError(404, "image_gone", f"record {rec.id!r}: its image file is gone or unreadable; re-index it") from None
-    if digest != sha:
+    if hashlib.sha256(data).hexdigest() != sha:
         raise ApiError(404, "image_changed", f"record {rec.id!r}: its image file changed since it was indexed; re-index it")
-    return path, sha
-
-
-def _sha(fp: Any) -> str:
-    h = hashlib.sha256()
-    for chunk in iter(lambda: fp.read(1 << 20), b""):
-        h.update(chunk)
-    return h.hexdigest()
+    return data, sha
 
 
 def _classify(
