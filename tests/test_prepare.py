@@ -132,3 +132,19 @@ def test_an_indexed_jpeg_searched_as_the_query_image_finds_itself_at_cosine_one(
             top = col.search(image=q, top=1).hits[0]
             assert top.id == str(q.resolve())
             assert top.cosine == pytest.approx(1.0, abs=2e-6)
+
+
+@pytest.mark.parametrize("mean,std", [((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+                                      ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+def test_normalisation_table_gives_the_reference_arithmetic_for_every_byte_of_every_channel(mean, std) -> None:  # type: ignore[no-untyped-def]
+    # every value 0..255 in every channel, each channel in a different order, so a swapped channel shows
+    r = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    px = np.stack([r, r[::-1], r.T], axis=-1)
+    pipe = ImagePipeline(resize_mode="none", resize_to=16, crop=None, mean=mean, std=std)
+    got = pipe([Image.fromarray(px)])[0]
+    # transformers' steps written out: uint8 -> float64 * (1/255) -> float32, then (x - mean) / std in float32
+    x = (px.astype(np.float64) * (1 / 255)).astype(np.float32)
+    want = ((x - np.array(mean, dtype=np.float32)) / np.array(std, dtype=np.float32)).transpose(2, 0, 1)
+    assert got.shape == (3, 16, 16) and got.dtype == np.float32 and got.flags["C_CONTIGUOUS"]
+    assert np.array_equal(got, want)
+    assert got[0, 0, 0] == np.float32((np.float32(0.0) - np.float32(mean[0])) / np.float32(std[0]))

@@ -25,7 +25,8 @@ greyscale, RGBA, palette, tiny and tall images (measured 0.0 for all three with 
    smaller than the crop is zero-padded around the centre first (transformers' behaviour; it can only
    happen when the crop is larger than the resize target).
 4. **Rescale**: ``uint8 -> float64 * (1/255) -> float32`` (the reference upcasts to float64 first).
-5. **Normalise** per channel in float32: ``(x - mean) / std``.
+5. **Normalise** per channel in float32: ``(x - mean) / std``. Steps 4 and 5 are precomputed for the
+   256 values of each channel with that same arithmetic and applied by table lookup (bitwise equal).
 6. **Layout**: channels first, ``(N, 3, H, W)`` float32, C-contiguous.
 
 :func:`image_processor_config` finds a directory's settings where transformers does (the ``"image_processor"``
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from math import ceil
 from pathlib import Path
 from typing import Any, Sequence
@@ -178,6 +180,16 @@ class ImagePipeline:
             return img.copy() if img.mode == "RGB" else img
         return img.resize((w, h), resample=self.resample, reducing_gap=None)
 
+    @cached_property
+    def _table(self) -> np.ndarray:
+        """(3, 256) float32: steps 4 and 5 for every uint8 value of each channel, computed with the
+        reference's own arithmetic (float64 rescale, float32 cast, float32 normalise), so looking a
+        pixel up gives the bitwise result of computing it."""
+        x = (np.arange(256, dtype=np.float64) * self.rescale).astype(np.float32)
+        mean = np.asarray(self.mean, dtype=np.float32)[:, None]
+        std = np.asarray(self.std, dtype=np.float32)[:, None]
+        return ((x[None, :] - mean) / std).astype(np.float32)
+
     def one(self, img: Image.Image) -> np.ndarray:
         """(3, H, W) float32 for one image."""
         if img.mode != "RGB":
@@ -185,9 +197,12 @@ class ImagePipeline:
         arr = np.asarray(self.resize(img))  # (H, W, 3) uint8
         if self.crop is not None:
             arr = _center_crop(arr, self.crop)
-        x = (arr.astype(np.float64) * self.rescale).astype(np.float32)
-        x = (x - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+        # Rescale + normalise + channels-first in one pass per channel: a table lookup, 7x cheaper than
+        # the arithmetic on a 224x224 image (it runs on the loader threads, beside the encoder).
+        out = np.empty((3,) + arr.shape[:2], dtype=np.float32)
+        for c in range(3):
+            np.take(self._table[c], arr[:, :, c], out=out[c])
+        return out
 
     def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
         return np.stack([self.one(im) for im in images]).astype(np.float32, copy=False)
