@@ -220,8 +220,6 @@ class Collection:
         records (see :mod:`clipseek.ray_ingest`); ``ray_plugins`` names modules that register
         encoders the workers would not find through entry points.
         """
-        if ray is not None and dedup != "keep":
-            raise ClipseekError("--ray does not skip duplicates yet; run without --ray for --dedup skip")
         src = source_for(target, columns) if isinstance(target, (str, Path)) else target
         prune_root: Path | None = None
         if prune:
@@ -236,6 +234,7 @@ class Collection:
         annotate = self._labeller(labels, label_top, label_min_prob) if labels else None
         finished = False
         known = self.store.fingerprints()
+        hashes = self.store.values(HASH_KEY)
         items = _CountingProblems(src, report)
         seen: set[str] = set()  # the ids the source listed, for --prune
         listed = _remember_ids(items, seen) if prune_root is not None else items  # streamed, never held
@@ -257,6 +256,8 @@ class Collection:
                     address=ray or None,
                     plugins=ray_plugins,
                     known=known,
+                    hashes=hashes,
+                    dedup=dedup,
                     workers=workers,
                     batch_size=batch_size,
                     on_progress=on_progress,
@@ -272,7 +273,7 @@ class Collection:
                     batch_size=batch_size,
                     workers=workers or (os.cpu_count() or 2),
                     known=known,
-                    hashes=self.store.values(HASH_KEY),
+                    hashes=hashes,
                     dedup=dedup,
                     on_progress=on_progress,
                     report=report,

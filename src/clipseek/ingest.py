@@ -230,6 +230,123 @@ def changed_refs(
         yield ref
 
 
+class ContentBook:
+    """What a run knows about content hashes, shared by the thread and Ray pipelines: which stored
+    record or earlier item of this run holds an item's bytes (its vector is reused), and with
+    ``dedup="skip"`` which exact duplicates are listed on which record. It commits the run's
+    :class:`CommitWindow`, adding to each record the ``duplicates`` found for it.
+
+    Both pipelines take their items in source order and ask, per item that loaded: is it a listed
+    duplicate (:meth:`listed_as_duplicate`); if not, is there a vector for its bytes
+    (:meth:`known_vector`); then :meth:`keep` it (its record goes into the window)."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        window: CommitWindow,
+        hashes: dict[str, str] | None,
+        dedup: Dedup,
+        progress: Callable[[int], None],
+    ) -> None:
+        if dedup not in DEDUP_MODES:
+            raise ClipseekError(f"dedup must be one of {', '.join(DEDUP_MODES)}, got {dedup!r}")
+        self.store, self.window, self.dedup = store, window, dedup
+        self.report = window.report
+        self._progress = progress
+        # sha256 -> a committed id with those bytes. It may be stale (that record re-encoded since),
+        # so a use checks the record's own hash (:meth:`stored_with`).
+        self.by_hash: dict[str, str] = {}
+        for rid, h in (hashes or {}).items():
+            self.by_hash.setdefault(str(h), rid)
+        self._open_owner: dict[str, str] = {}  # sha256 -> id of an item of this run not yet committed
+        self._pending_vec: dict[str, np.ndarray] = {}  # sha256 -> vector of a pending record
+        self._dups: dict[str, list[str]] = {}  # owner id -> duplicate paths found (dedup="skip")
+
+    def listed_as_duplicate(self, ref: ImageRef, sha256: str | None) -> bool:
+        """With ``dedup="skip"``: when another item of this run, or a stored record whose file is
+        still there, has these bytes, list this item's path on it instead of indexing it."""
+        if self.dedup != "skip" or sha256 is None:
+            return False
+        owner = self._open_owner.get(sha256)
+        if owner is None:
+            rec = self.stored_with(sha256)
+            # A stored owner whose file is gone is a moved file: this item takes over its vector.
+            if rec is not None and _still_there(rec):
+                owner = rec.id
+        if owner is None or owner == ref.id:
+            return False
+        self._dups.setdefault(owner, []).append(str(ref.metadata.get("path") or ref.id))
+        self.report.duplicates += 1
+        self._progress(1)
+        return True
+
+    def own(self, ref: ImageRef, sha256: str | None) -> None:
+        """An item of this run that gets a record: the owner of its bytes until it is committed."""
+        if sha256 is not None:
+            self._open_owner.setdefault(sha256, ref.id)
+
+    def stored_with(self, sha256: str) -> Record | None:
+        """A committed record whose bytes hash to ``sha256``, if the store has one."""
+        rid = self.by_hash.get(sha256)
+        if rid is None:
+            return None
+        rec = self.store.get([rid])[0]
+        if rec is None or rec.metadata.get(HASH_KEY) != sha256:
+            return None  # deleted or re-encoded with other bytes since
+        return rec
+
+    def known_vector(self, sha256: str | None) -> np.ndarray | None:
+        """The vector of a pending or stored record with these bytes, if any."""
+        if sha256 is None:
+            return None
+        vec = self._pending_vec.get(sha256)
+        if vec is None:
+            rec = self.stored_with(sha256)
+            vec = None if rec is None else np.asarray(rec.vector)
+        return vec
+
+    def keep(self, record: Record, is_new: bool) -> None:
+        """Put an item's record in the window; its vector is the one for its bytes from now on."""
+        h = record.metadata.get(HASH_KEY)
+        if h is not None:
+            self._pending_vec.setdefault(str(h), record.vector)
+        self.window.add(record, is_new)
+
+    def commit(self) -> None:
+        """Commit the window, with the duplicates found for its records (``dedup="skip"``)."""
+        for rec, _ in self.window.pending:
+            paths = self._dups.pop(rec.id, None)
+            if paths:
+                rec.metadata[DUPLICATES_KEY] = sorted(set(paths))
+        if self.window.failed:
+            return
+        committed = self.window.commit()
+        if committed:
+            for rec in committed:
+                h = rec.metadata.get(HASH_KEY)
+                if h is not None:
+                    self.by_hash[h] = rec.id
+            self._pending_vec.clear()
+            self._open_owner.clear()  # the batch is empty here, but after an interruption
+        self._list_duplicates()
+
+    def _list_duplicates(self) -> None:
+        """Add the duplicates found for stored records to their ``duplicates`` (metadata only)."""
+        if not self._dups:
+            return
+        owners = list(self._dups)
+        updates = {}
+        for rec in self.store.get(owners):
+            if rec is not None:
+                listed = rec.metadata.get(DUPLICATES_KEY) or []
+                merged = sorted(set(listed) | set(self._dups[rec.id]))
+                if merged != listed:
+                    updates[rec.id] = {DUPLICATES_KEY: merged}
+        if updates:
+            self.store.update_metadata(updates)
+        self._dups.clear()
+
+
 @dataclass
 class _Item:
     """A loaded item on its way to the store: the encoder's input made from its decoded image
@@ -269,12 +386,9 @@ class IngestJob:
         relabel_chunk: int = 512,
         downloads: DownloadStage | None = None,
     ) -> None:
-        if dedup not in DEDUP_MODES:
-            raise ClipseekError(f"dedup must be one of {', '.join(DEDUP_MODES)}, got {dedup!r}")
         self.encoder = encoder
         self.store = store
         self.known = known or {}
-        self.dedup = dedup
         self.annotate = annotate
         self.batch_size = batch_size or encoder.batch_size
         self.workers = max(1, workers)
@@ -287,14 +401,7 @@ class IngestJob:
         self._budget = PixelBudget(DECODE_PIXELS)
         self._batch: list[_Item] = []
         self._unchanged: list[str] = []  # ids to relabel, when labelling
-        # sha256 -> a committed id with those bytes. It may be stale (that record re-encoded since),
-        # so a use checks the record's own hash (:meth:`_stored_with`).
-        self._by_hash: dict[str, str] = {}
-        for rid, h in (hashes or {}).items():
-            self._by_hash.setdefault(str(h), rid)
-        self._open_owner: dict[str, str] = {}  # sha256 -> id of an item of this run not yet committed
-        self._pending_vec: dict[str, np.ndarray] = {}  # sha256 -> vector of a pending record
-        self._dups: dict[str, list[str]] = {}  # owner id -> duplicate paths found (dedup="skip")
+        self._book = ContentBook(store, self._window, hashes, dedup, self._progress)
 
     def run(self, refs: Iterable[ImageRef]) -> IngestReport:
         t0 = time.perf_counter()
@@ -303,11 +410,10 @@ class IngestJob:
                 loadable = self._downloaded(self._changed(refs))
                 for ref, fut in self._prefetch(pool, loadable, depth=max(2 * self.batch_size, 8)):
                     item = self._result(ref, fut)
-                    if item is None or self._listed_as_duplicate(item):
+                    if item is None or self._book.listed_as_duplicate(item.ref, item.sha256):
                         continue
                     self._batch.append(item)
-                    if item.sha256 is not None:
-                        self._open_owner.setdefault(item.sha256, ref.id)
+                    self._book.own(ref, item.sha256)
                     if len(self._batch) >= self.batch_size:
                         self._encode_batch()
                 self._encode_batch()
@@ -315,7 +421,7 @@ class IngestJob:
                 # Also on Ctrl-C, SIGTERM (the CLI turns it into KeyboardInterrupt) or an encoder
                 # failure: keep what is already encoded (complete records), so the next run resumes
                 # after it. A failing store write is not retried here.
-                self._commit()
+                self._book.commit()
         self._relabel_unchanged()
         self.store.flush()
         self.report.seconds += time.perf_counter() - t0
@@ -381,47 +487,10 @@ class IngestJob:
             self._fail(ref, e)
         return None
 
-    def _listed_as_duplicate(self, item: _Item) -> bool:
-        """With ``dedup="skip"``: when another item of this run, or a stored record whose file is
-        still there, has these bytes, list this item's path on it instead of indexing it."""
-        if self.dedup != "skip" or item.sha256 is None:
-            return False
-        owner = self._open_owner.get(item.sha256)
-        if owner is None:
-            rec = self._stored_with(item.sha256)
-            # A stored owner whose file is gone is a moved file: this item takes over its vector.
-            if rec is not None and _still_there(rec):
-                owner = rec.id
-        if owner is None or owner == item.ref.id:
-            return False
-        self._dups.setdefault(owner, []).append(str(item.ref.metadata.get("path") or item.ref.id))
-        self.report.duplicates += 1
-        self._progress(1)
-        return True
-
-    def _stored_with(self, sha256: str) -> Record | None:
-        """A committed record whose bytes hash to ``sha256``, if the store has one."""
-        rid = self._by_hash.get(sha256)
-        if rid is None:
-            return None
-        rec = self.store.get([rid])[0]
-        if rec is None or rec.metadata.get(HASH_KEY) != sha256:
-            return None  # deleted or re-encoded with other bytes since
-        return rec
-
-    def _known_vector(self, sha256: str | None) -> np.ndarray | None:
-        if sha256 is None:
-            return None
-        vec = self._pending_vec.get(sha256)
-        if vec is None:
-            rec = self._stored_with(sha256)
-            vec = None if rec is None else np.asarray(rec.vector)
-        return vec
-
     def _vectors(self) -> np.ndarray:
         """One vector per batch item: the stored one for bytes already embedded, else encoded
         (equal bytes inside the batch are encoded once)."""
-        vecs: list[np.ndarray | None] = [self._known_vector(it.sha256) for it in self._batch]
+        vecs: list[np.ndarray | None] = [self._book.known_vector(it.sha256) for it in self._batch]
         todo: dict[str | int, list[int]] = {}
         for i, (it, v) in enumerate(zip(self._batch, vecs)):
             if v is None:
@@ -463,47 +532,12 @@ class IngestJob:
                 meta["_fingerprint"] = ref.fingerprint
             if it.sha256 is not None:
                 meta[HASH_KEY] = it.sha256
-                self._pending_vec.setdefault(it.sha256, v)
-            self._window.add(Record(ref.id, v, meta), ref.id not in self.known)
+            self._book.keep(Record(ref.id, v, meta), ref.id not in self.known)
         self.report.count("encoded", len(self._batch))
         self._progress(len(self._batch))
         self._batch.clear()
         if self._window.due():
-            self._commit()
-
-    def _commit(self) -> None:
-        """Commit the window, with the duplicates found for its records (``dedup="skip"``)."""
-        for rec, _ in self._window.pending:
-            paths = self._dups.pop(rec.id, None)
-            if paths:
-                rec.metadata[DUPLICATES_KEY] = sorted(set(paths))
-        if self._window.failed:
-            return
-        committed = self._window.commit()
-        if committed:
-            for rec in committed:
-                h = rec.metadata.get(HASH_KEY)
-                if h is not None:
-                    self._by_hash[h] = rec.id
-            self._pending_vec.clear()
-            self._open_owner.clear()  # the batch is empty here, but after an interruption
-        self._list_duplicates()
-
-    def _list_duplicates(self) -> None:
-        """Add the duplicates found for stored records to their ``duplicates`` (metadata only)."""
-        if not self._dups:
-            return
-        owners = list(self._dups)
-        updates = {}
-        for rec in self.store.get(owners):
-            if rec is not None:
-                listed = rec.metadata.get(DUPLICATES_KEY) or []
-                merged = sorted(set(listed) | set(self._dups[rec.id]))
-                if merged != listed:
-                    updates[rec.id] = {DUPLICATES_KEY: merged}
-        if updates:
-            self.store.update_metadata(updates)
-        self._dups.clear()
+            self._book.commit()
 
     def _relabel_unchanged(self) -> None:
         if self.annotate is not None:

@@ -16,9 +16,21 @@ The same pipeline as :mod:`clipseek.ingest`, with loading and encoding spread ov
 
 Zero-shot labels are computed on the driver from the vectors the workers return (one prompt
 matrix, embedded once), and unchanged items are relabelled from their stored vectors, as in the
-plain run. Not here (refused by the engine): ``dedup="skip"``. Items whose bytes are already
-stored are encoded again rather than reusing the stored vector (the bytes are only read on a
-worker); the vector is the same.
+plain run.
+
+Content hashes follow the plain run's rules (:class:`~clipseek.ingest.ContentBook`, the same
+object, fed in source order by the driver): an item whose bytes are already stored (a moved or
+renamed file, a touched one) takes the stored vector, and with ``dedup="skip"`` an exact duplicate
+is listed in its owner's ``duplicates`` instead of getting a record. The workers only know the
+bytes, so each actor gets the stored hashes as sorted 64-bit prefixes (:func:`hash_prefixes`,
+8 bytes per stored record, put once in Ray's object store and shared read-only by the actors of a
+node): an item whose prefix is stored is read, hashed and decoded (its width and height) but not
+encoded, and the driver takes the vector by full hash. When no stored record has those bytes after
+all (another hash with the same prefix: a chance of records / 2**64 per item, 5e-13 with 10 million
+records; or the record re-encoded with other bytes earlier in this run), the driver encodes the
+item itself (:meth:`RayIngestJob._encode_here`, with its own encoder, built then). Duplicates
+inside one run are not known to the workers: they are encoded, and the driver keeps the vector of
+the first (as the plain run does, counted in ``reused``), or with ``dedup="skip"`` lists them.
 
 ``ray`` is imported only when this module's functions run: the query path and the plain index
 path never load it.
@@ -40,7 +52,7 @@ import numpy as np
 from .downloads import DownloadStage
 from .errors import BadImage, ClipseekError
 from .failures import reason_of
-from .ingest import HASH_KEY, CommitWindow, IngestReport, changed_refs, relabel
+from .ingest import HASH_KEY, CommitWindow, ContentBook, Dedup, IngestReport, changed_refs, relabel
 from .stores.base import VectorStore
 from .types import EncoderInfo, ImageRef, Record
 
@@ -54,6 +66,9 @@ CHUNK = 20_000
 #: Images per Ray Data batch (one encoder call on a worker).
 BATCH = 32
 
+#: Bytes of an item's sha256 the workers look up among the stored hashes (see :func:`hash_prefixes`).
+PREFIX_BYTES = 8
+
 
 class RayNotInstalled(ClipseekError):
     """``--ray`` without the ``ray`` extra."""
@@ -62,7 +77,7 @@ class RayNotInstalled(ClipseekError):
 class _Embedder:
     """A Ray Data actor: one encoder per worker; turns a batch of pickled refs into vectors."""
 
-    def __init__(self, built: dict[str, Any], plugins: Sequence[str]) -> None:
+    def __init__(self, built: dict[str, Any], plugins: Sequence[str], stored: Any = None) -> None:
         from .engine import check_encoder
         from .plugins import get_registry
 
@@ -71,10 +86,16 @@ class _Embedder:
         info = EncoderInfo.from_dict(built)
         self.encoder: Encoder = get_registry().make_encoder(info.name)
         check_encoder(info.name, info, self.encoder.info)
+        if stored is not None and not isinstance(stored, np.ndarray):  # an ObjectRef: a read-only view
+            import ray
+
+            stored = ray.get(stored)
+        self.stored: np.ndarray | None = stored  # prefixes of the stored hashes (see hash_prefixes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["ref"])
         vectors = np.zeros((n, self.encoder.dim), dtype=np.float32)
+        encoded = np.zeros(n, dtype=bool)  # False: failed, or bytes already stored (the driver has the vector)
         sha = [""] * n
         width, height = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         error, reason = [""] * n, [""] * n
@@ -82,20 +103,25 @@ class _Embedder:
         for i, blob in enumerate(batch["ref"]):
             ref: ImageRef = pickle.loads(blob)
             try:
-                img, sha[i] = self._load(ref)
+                img, digest = self._load(ref)
             except Exception as e:  # noqa: BLE001 - one odd file must not stop the job
                 error[i], reason[i] = _failure(ref, e)
                 continue
             from .images import SOURCE_SIZE
 
             width[i], height[i] = img.info.get(SOURCE_SIZE, img.size)
+            sha[i] = digest.hex()
+            if _is_stored(self.stored, digest):
+                continue
             images.append(img)
             good.append(i)
         if images:
             vectors[good] = self.encoder.embed_images(images)
+            encoded[good] = True
         return {
             "i": np.asarray(batch["i"]),
             "vector": vectors,
+            "encoded": encoded,
             "sha256": np.asarray(sha, dtype=object),
             "width": width,
             "height": height,
@@ -103,8 +129,8 @@ class _Embedder:
             "reason": np.asarray(reason, dtype=object),
         }
 
-    def _load(self, ref: ImageRef) -> tuple[Any, str]:
-        """Decode the item and hash its bytes, read once."""
+    def _load(self, ref: ImageRef) -> tuple[Any, bytes]:
+        """Decode the item and hash its bytes (the sha256 digest), read once."""
         from .images import load_image
 
         if ref.path is not None:
@@ -119,7 +145,31 @@ class _Embedder:
         else:
             raise BadImage(f"{ref.id}: no path or data to read (a URL item must pass the download stage)")
         img = self.encoder.load_image(data, name=ref.id)
-        return img, hashlib.sha256(data).hexdigest()
+        return img, hashlib.sha256(data).digest()
+
+
+def hash_prefixes(hashes: Iterable[str]) -> np.ndarray:
+    """The first ``PREFIX_BYTES`` of each hex sha256 as sorted unique ``uint64``: what the workers
+    look an item up in (8 bytes per stored record: 80 MB for 10 million). Values that are not
+    hex hashes are left out (their records are never reused)."""
+
+    def prefixes() -> Iterator[int]:
+        for h in hashes:
+            try:
+                yield int(str(h)[: 2 * PREFIX_BYTES], 16)
+            except ValueError:
+                continue
+
+    return np.unique(np.fromiter(prefixes(), dtype=np.uint64))
+
+
+def _is_stored(stored: np.ndarray | None, digest: bytes) -> bool:
+    """Whether a digest's prefix is among the stored ones (a prefix match, not proof)."""
+    if stored is None or not len(stored):
+        return False
+    p = np.uint64(int.from_bytes(digest[:PREFIX_BYTES], "big"))
+    j = int(np.searchsorted(stored, p))
+    return j < len(stored) and stored[j] == p
 
 
 def _failure(ref: ImageRef, e: Exception) -> tuple[str, str]:
@@ -158,6 +208,8 @@ class RayIngestJob:
         address: str | None = None,
         plugins: Sequence[str] = (),
         known: dict[str, str] | None = None,
+        hashes: dict[str, str] | None = None,
+        dedup: Dedup = "keep",
         workers: int | None = None,
         batch_size: int | None = None,
         on_progress: Callable[[int], None] | None = None,
@@ -180,11 +232,17 @@ class RayIngestJob:
         self.annotate = annotate
         self._unchanged: list[str] = []  # ids to relabel, when labelling
         self._window = CommitWindow(store, self.report, downloads, commit_every, commit_seconds)
+        self._book = ContentBook(store, self._window, hashes, dedup, self._progress)
+        self._stored: Any = None  # the ObjectRef of the stored hashes' prefixes, while running
+        self._local: _Embedder | None = None  # the driver's own encoder, built when first needed
 
     def run(self, refs: Iterable[ImageRef]) -> IngestReport:
         ray = connect(self.address)
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         t0 = time.perf_counter()
+        stored = hash_prefixes(self._book.by_hash)
+        self._stored = ray.put(stored) if len(stored) else None  # one copy per node, not per actor
+        del stored
         try:
             chunk: list[ImageRef] = []
             for ref in self._downloaded(self._changed(refs)):
@@ -194,7 +252,8 @@ class RayIngestJob:
                     chunk = []
             self._run_chunk(ray, chunk, workers)
         finally:
-            self._window.commit()  # also on Ctrl-C: keep what is encoded, the next run resumes after it
+            self._stored = None  # the object store may free the prefixes
+            self._book.commit()  # also on Ctrl-C: keep what is encoded, the next run resumes after it
         if self.annotate is not None:
             relabel(self.store, self._unchanged, self.annotate)
         self.store.flush()
@@ -228,7 +287,7 @@ class RayIngestJob:
         ds = ray.data.from_items([{"i": i, "ref": pickle.dumps(ref)} for i, ref in enumerate(chunk)])
         ds = ds.map_batches(
             _Embedder,
-            fn_constructor_kwargs={"built": self.built.to_dict(), "plugins": self.plugins},
+            fn_constructor_kwargs={"built": self.built.to_dict(), "plugins": self.plugins, "stored": self._stored},
             batch_size=self.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers),
@@ -238,30 +297,63 @@ class RayIngestJob:
             self._take(chunk, batch)
 
     def _take(self, chunk: list[ImageRef], batch: dict[str, np.ndarray]) -> None:
-        """Turn a batch of worker results into pending records (metadata as in the plain run)."""
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        encoded = 0
-        good = [k for k in range(len(batch["i"])) if not batch["error"][k]]
-        labels = iter(self.annotate(np.asarray(batch["vector"][good])) if self.annotate is not None and good else [])
+        """Turn a batch of worker results into pending records (metadata as in the plain run),
+        in source order: duplicates listed, stored vectors reused, by the plain run's rules."""
+        kept: list[tuple[ImageRef, np.ndarray, tuple[int, int], str]] = []
+        fresh: dict[str, np.ndarray] = {}  # sha256 -> vector of an item kept from this batch
         for k, i in enumerate(batch["i"]):
             ref = chunk[int(i)]
             if batch["error"][k]:
                 self._fail(ref, str(batch["error"][k]), str(batch["reason"][k]))
                 continue
+            sha = str(batch["sha256"][k])
+            if self._book.listed_as_duplicate(ref, sha):
+                continue
+            size = (int(batch["width"][k]), int(batch["height"][k]))
+            vec = self._book.known_vector(sha)
+            if vec is None:
+                vec = fresh.get(sha)
+            if vec is not None:
+                self.report.reused += 1
+            elif batch["encoded"][k]:
+                vec = np.asarray(batch["vector"][k])
+            else:
+                here = self._encode_here(ref)
+                if here is None:
+                    continue
+                vec, sha, size = here
+            self._book.own(ref, sha)
+            fresh.setdefault(sha, vec)
+            kept.append((ref, vec, size, sha))
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        vectors = np.stack([v for _, v, _, _ in kept]) if kept else np.zeros((0, self.built.dim), np.float32)
+        labels = self.annotate(vectors) if self.annotate is not None and kept else [{} for _ in kept]
+        for (ref, vec, (width, height), sha), more in zip(kept, labels):
             meta = dict(ref.metadata)
-            meta.update(next(labels, {}))
-            meta.setdefault("width", int(batch["width"][k]))
-            meta.setdefault("height", int(batch["height"][k]))
+            meta.update(more)
+            meta.setdefault("width", width)
+            meta.setdefault("height", height)
             meta["indexed_at"] = now
             if ref.fingerprint is not None:
                 meta["_fingerprint"] = ref.fingerprint
-            meta[HASH_KEY] = str(batch["sha256"][k])
-            self._window.add(Record(ref.id, np.asarray(batch["vector"][k]), meta), ref.id not in self.known)
-            encoded += 1
-        self.report.count("encoded", encoded)
-        self._progress(encoded)
+            meta[HASH_KEY] = sha
+            self._book.keep(Record(ref.id, vec, meta), ref.id not in self.known)
+        self.report.count("encoded", len(kept))
+        self._progress(len(kept))
         if self._window.due():
-            self._window.commit()
+            self._book.commit()
+
+    def _encode_here(self, ref: ImageRef) -> tuple[np.ndarray, str, tuple[int, int]] | None:
+        """Read and encode one item on the driver: a worker skipped it because its hash prefix is
+        stored, but no stored record has its bytes now (see the module docstring). None when it
+        fails (recorded)."""
+        if self._local is None:
+            self._local = _Embedder(self.built.to_dict(), ())  # this process has the plugins
+        row = self._local({"i": np.zeros(1, dtype=np.int64), "ref": np.array([pickle.dumps(ref)], dtype=object)})
+        if row["error"][0]:
+            self._fail(ref, str(row["error"][0]), str(row["reason"][0]))
+            return None
+        return np.asarray(row["vector"][0]), str(row["sha256"][0]), (int(row["width"][0]), int(row["height"][0]))
 
 
 def ray_ingest(refs: Iterable[ImageRef], built: EncoderInfo, store: VectorStore, **options: Any) -> IngestReport:
