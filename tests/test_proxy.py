@@ -68,6 +68,11 @@ def connects(server: Server, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str,
     return opened
 
 
+@pytest.fixture(autouse=True)
+def _forget_unresolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(net, "_UNRESOLVED", {})
+
+
 @pytest.fixture
 def proxy() -> Iterator[ForwardProxy]:
     with ForwardProxy({"images.example": "127.0.0.1"}) as p:
@@ -135,19 +140,27 @@ def test_private_targets_are_refused_before_the_proxy_is_asked(server: Server, p
 
 
 def test_a_name_this_machine_cannot_resolve_is_left_to_the_proxy(server: Server, proxy: ForwardProxy, connects, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Split DNS: inside many networks only the proxy resolves outside names."""
+    """Split DNS: inside many networks only the proxy resolves outside names. The failed lookup is
+    remembered for a minute (a resolver that times out would otherwise stall every download)."""
     proxy.hosts["outside.example"] = "127.0.0.1"
     checked = net.resolve
+    asked: list[str] = []
 
     def resolve(host: str, port: int) -> list[str]:
         if host == "outside.example":
+            asked.append(host)
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return checked(host, port)
 
     monkeypatch.setattr(net, "resolve", resolve)
     url = f"http://outside.example:{server.server_address[1]}/img/green/1.png"
     assert net.fetch_url(url, proxy=proxy.url) == GREEN
-    assert proxy.log == [url]
+    assert net.fetch_url(url, proxy=proxy.url) == GREEN
+    assert proxy.log == [url, url] and asked == ["outside.example"]
+    assert net.UNRESOLVED_TTL - 5 < net._UNRESOLVED["outside.example"] - time.monotonic() <= net.UNRESOLVED_TTL
+    net._UNRESOLVED["outside.example"] = time.monotonic() - 1  # the minute is over
+    assert net.fetch_url(url, proxy=proxy.url) == GREEN
+    assert asked == ["outside.example"] * 2  # asked again once the minute is over
 
 
 def test_no_proxy_hosts_are_reached_directly(server: Server, proxy: ForwardProxy, connects, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -50,6 +50,10 @@ MAX_REDIRECTS = 5
 ALLOW_PRIVATE_ENV = "CLIPSEEK_ALLOW_PRIVATE_URLS"
 PROXY_ENV = "CLIPSEEK_PROXY"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+UNRESOLVED_TTL = 60.0  # seconds a name this machine could not resolve is left to the proxy unasked
+# host -> until when (monotonic) it is taken as unresolvable here: a machine whose resolver times out
+# on outside names would otherwise pay that timeout on every proxied download.
+_UNRESOLVED: dict[str, float] = {}
 _SNIFF = 16  # bytes Pillow's format checks look at
 
 #: The ``reason`` keys a DownloadError carries (besides ``http_<status>``), for the ingest report.
@@ -437,8 +441,9 @@ def _transport(
             proxy = proxies.for_url(url.scheme, host)
             if proxy is None:
                 return direct.handle_request(request)
-            if not private_ok:
-                _check_target(host, url.port or (443 if url.scheme == "https" else 80), proxy)
+            if not private_ok and _UNRESOLVED.get(host, 0.0) < time.monotonic():
+                if not _check_target(host, url.port or (443 if url.scheme == "https" else 80), proxy):
+                    _UNRESOLVED[host] = time.monotonic() + UNRESOLVED_TTL
             return via[proxy].handle_request(request)
 
         def close(self) -> None:
@@ -448,9 +453,10 @@ def _transport(
     return Router()
 
 
-def _check_target(host: str, port: int, proxy: Proxy) -> None:
+def _check_target(host: str, port: int, proxy: Proxy) -> bool:
     """Refuse (before the proxy is asked) a target host that is, or resolves here to, an address
-    that is not public. A name this machine cannot resolve is left to the proxy (split DNS)."""
+    that is not public. A name this machine cannot resolve is left to the proxy (split DNS): then
+    False (the caller remembers it for ``UNRESOLVED_TTL``)."""
     try:
         is_public(host)
         addresses = [host]  # an IP literal
@@ -458,10 +464,11 @@ def _check_target(host: str, port: int, proxy: Proxy) -> None:
         try:
             addresses = resolve(host, port)
         except OSError:
-            return
+            return False
     bad = [a for a in addresses if not is_public(a)]
     if bad:
         raise _Refused(host, bad[0], proxy)
+    return True
 
 
 def _clamp(timeout: float | None, timeout_error: type[Exception]) -> float:
