@@ -70,6 +70,18 @@ def test_plugin() -> Iterator[None]:
     get_registry().unregister_plugin(plugin)
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "CLIPSEEK_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads honour http_proxy/https_proxy/all_proxy (and CLIPSEEK_PROXY): a machine that sets
+    them must not send the tests' loopback downloads to its proxy. Tests of proxies set their own."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 @pytest.fixture
 def make_image() -> Callable[..., Path]:
     def make(path: Path, color: tuple[int, int, int] = (200, 30, 30), size=(64, 48), fmt: str | None = None) -> Path:

@@ -195,7 +195,7 @@ def test_bad_query_images_are_named_in_the_error(col, monkeypatch) -> None:  # t
     with pytest.raises(BadImage) as e:
         col.search(image=b"not an image")
     assert str(e.value) == "<uploaded image>: not an image (unrecognised format)"
-    monkeypatch.setattr(engine_mod, "fetch_url", lambda url, allow_private=False: b"garbage")
+    monkeypatch.setattr(engine_mod, "fetch_url", lambda url, allow_private=False, proxy=None: b"garbage")
     with pytest.raises(BadImage) as e:
         col.search(image="http://127.0.0.1:9/x.jpg")
     assert str(e.value) == "http://127.0.0.1:9/x.jpg: not an image (unrecognised format)"
@@ -213,7 +213,7 @@ def test_image_queries_from_bytes_path_and_url(col, tmp_path, monkeypatch) -> No
         assert ids(res) == ["red"] and res.query == {"kind": "image", "image": str(p)}
     asked: list[str] = []
 
-    def fake_fetch(url: str, allow_private: bool = False) -> bytes:
+    def fake_fetch(url: str, allow_private: bool = False, proxy: str | None = None) -> bytes:
         asked.append(url)
         return _red_png()
 

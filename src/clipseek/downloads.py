@@ -141,11 +141,13 @@ class DownloadStage:
         concurrency: int = DEFAULT_CONCURRENCY,
         allow_private: bool | None = None,
         keep: bool = True,
+        proxy: str | None = None,
     ) -> None:
         self.cache = DownloadCache(Path(cache_dir))
         self.limits = limits or Limits()
         self.concurrency = max(1, concurrency)
         self.allow_private = allow_private
+        self.proxy = proxy  # see net.proxies_from: None = the environment's, "" = none
         self.keep = keep
         self.downloaded = 0  # bodies fetched from servers in this run (cache hits not counted)
         self._held: dict[str, Path] = {}  # id -> its file, until stored or failed
@@ -166,7 +168,9 @@ class DownloadStage:
                     continue
                 if pool is None:
                     self.cache.sweep()
-                    downloader = Downloader(self.limits, allow_private=self.allow_private, max_connections=self.concurrency)
+                    downloader = Downloader(
+                        self.limits, allow_private=self.allow_private, max_connections=self.concurrency, proxy=self.proxy
+                    )
                     pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="clipseek-download")
                 fut = by_url.get(ref.url)
                 if fut is None:

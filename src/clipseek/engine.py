@@ -187,6 +187,7 @@ class Collection:
         dedup: Dedup = "keep",
         prune: bool = False,
         allow_private_urls: bool | None = None,
+        proxy: str | None = None,
         keep_downloads: bool = True,
         download_concurrency: int = DEFAULT_CONCURRENCY,
         max_download_mb: float = MAX_DOWNLOAD_BYTES / 1e6,
@@ -207,6 +208,9 @@ class Collection:
         most ``max_download_mb`` each, into the collection's ``downloads/`` cache; ``keep_downloads``
         keeps the originals there (the record's ``path``) after indexing. Local and private
         addresses are refused unless ``allow_private_urls`` (default: env ``CLIPSEEK_ALLOW_PRIVATE_URLS``).
+        ``proxy`` is an http(s) proxy URL for the downloads, ``""`` for none; None (the default) takes
+        ``CLIPSEEK_PROXY``, else ``https_proxy``/``http_proxy``/``all_proxy``/``no_proxy``
+        (:func:`clipseek.net.proxies_from`).
 
         With ``labels``, each image also gets zero-shot labels in its metadata (``labels``: the
         ``label_top`` most probable of the candidates, ``label_probs``: their probabilities); items
@@ -244,6 +248,7 @@ class Collection:
             concurrency=download_concurrency,
             allow_private=allow_private_urls,
             keep=keep_downloads,
+            proxy=proxy,
         )
         try:
             if ray is not None:
@@ -424,11 +429,13 @@ class Collection:
         like: str | None = None,
         vector: Any = None,
         allow_private_urls: bool | None = None,
+        proxy: str | None = None,
     ) -> Query:
         """Turn one query into a :class:`Query`. Only text and image queries load the model.
 
         An image URL whose host is a local or private address is refused unless
-        ``allow_private_urls`` (default: env ``CLIPSEEK_ALLOW_PRIVATE_URLS``)."""
+        ``allow_private_urls`` (default: env ``CLIPSEEK_ALLOW_PRIVATE_URLS``); it is downloaded
+        through ``proxy`` (None: the environment's; ``""``: none; see :meth:`index`)."""
         given = [x is not None for x in (text, image, like, vector)]
         if sum(given) != 1:
             raise ClipseekError("give exactly one query: a text, an image, an existing id (like) or a vector")
@@ -441,7 +448,7 @@ class Collection:
             if isinstance(image, bytes):
                 img, desc = load(image, name="<uploaded image>"), "<bytes>"
             elif isinstance(image, str) and image.startswith(("http://", "https://")):
-                data = fetch_url(image, allow_private=allow_private_urls)
+                data = fetch_url(image, allow_private=allow_private_urls, proxy=proxy)
                 img, desc = load(data, name=image), image
             else:
                 img, desc = load(image), str(image)
@@ -466,12 +473,14 @@ class Collection:
         threshold: float | None = None,
         min_cosine: float | None = None,
         allow_private_urls: bool | None = None,
+        proxy: str | None = None,
     ) -> SearchResult:
         """Search by text, image (path, URL or bytes), an existing record id, or a raw vector.
 
         ``threshold`` is the calibrated score in [0, 1] (0.5: probably a real match);
         ``min_cosine`` a raw cosine floor. Results carry both scores and all metadata.
-        ``allow_private_urls`` lets an image URL reach local or private addresses.
+        ``allow_private_urls`` lets an image URL reach local or private addresses; ``proxy`` is
+        the proxy it is downloaded through (see :meth:`index`).
         """
         if top < 1:
             raise ClipseekError(f"top must be at least 1, got {top}")
@@ -479,7 +488,9 @@ class Collection:
             raise ClipseekError(f"threshold is a calibrated score between 0 and 1, got {threshold}")
         t0 = time.perf_counter()
         conds = self._conditions(where)  # before encoding: a bad filter fails without loading a model
-        query = self.query_vector(text, image=image, like=like, vector=vector, allow_private_urls=allow_private_urls)
+        query = self.query_vector(
+            text, image=image, like=like, vector=vector, allow_private_urls=allow_private_urls, proxy=proxy
+        )
         t1 = time.perf_counter()
         cal = self.calibration(query.kind)
         floor = min_cosine

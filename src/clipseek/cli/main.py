@@ -16,7 +16,7 @@ import click
 from ..engine import DEFAULT_COLLECTION, Engine, SearchResult
 from ..errors import ClipseekError
 from ..ingest import Dedup
-from ._util import fail_clean
+from ._util import fail_clean, proxy_option
 
 
 class _Ctx:
@@ -107,6 +107,7 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
     default=None,
     help="Let URL items reach loopback, link-local or private addresses [env CLIPSEEK_ALLOW_PRIVATE_URLS=1].",
 )
+@proxy_option("URL items")
 @click.option(
     "--keep-downloads/--no-keep-downloads",
     default=True,
@@ -165,6 +166,7 @@ def index(
     dedup: Dedup,
     prune: bool,
     allow_private_urls: bool | None,
+    proxy: str | None,
     keep_downloads: bool,
     download_concurrency: int,
     max_download_mb: float,
@@ -210,6 +212,7 @@ def index(
                 dedup=dedup,
                 prune=prune,
                 allow_private_urls=allow_private_urls or None,
+                proxy=proxy,
                 keep_downloads=keep_downloads,
                 download_concurrency=download_concurrency,
                 max_download_mb=max_download_mb,
@@ -326,6 +329,7 @@ def _escape(text: str) -> str:
     default=None,
     help="Let an --image URL reach loopback, link-local or private addresses [env CLIPSEEK_ALLOW_PRIVATE_URLS=1].",
 )
+@proxy_option("an --image URL")
 @click.pass_obj
 @fail_clean
 def search(
@@ -342,6 +346,7 @@ def search(
     as_json: bool,
     grid: str | None,
     allow_private_urls: bool | None,
+    proxy: str | None,
 ) -> None:
     """Find the images most similar to a TEXT, an --image, a record (--like) or a --vector."""
     vec = _read_vector(vector) if vector is not None else None
@@ -356,6 +361,7 @@ def search(
         threshold=threshold,
         min_cosine=min_cosine,
         allow_private_urls=allow_private_urls or None,
+        proxy=proxy,
     )
     if as_json:
         click.echo(res.to_json())

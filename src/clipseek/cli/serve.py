@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import ClipseekError
-from ._util import fail_clean
+from ._util import fail_clean, proxy_option
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,12 +58,13 @@ def log_config(json_logs: bool, level: str = "INFO") -> dict[str, Any]:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="Configuration file [default ./clipseek.toml or $CLIPSEEK_CONFIG].")
 @click.option("--root", "roots", multiple=True, help="A folder whose files may be indexed or added by server-side path (repeatable).")
 @click.option("--allow-private-urls", is_flag=True, default=None, help="Let image URLs reach loopback, link-local and private addresses.")
+@proxy_option("image URLs (config `proxy`)")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser pages from this origin (repeatable; CORS is off by default).")
 @click.option("--log-json/--log-text", default=None, help="Structured JSON log lines (default) or plain text.")
 @click.pass_obj
 @fail_clean
 def serve(obj: Any, host: str | None, port: int | None, config_path: str | None, roots: tuple[str, ...],
-          allow_private_urls: bool | None, cors_origins: tuple[str, ...], log_json: bool | None) -> None:
+          allow_private_urls: bool | None, proxy: str | None, cors_origins: tuple[str, ...], log_json: bool | None) -> None:
     """Serve the web page (/), the REST API (/v1, docs at /docs) and the Pinecone-compatible API
     (/pinecone) from this machine's collections.
 
@@ -84,9 +85,13 @@ def serve(obj: Any, host: str | None, port: int | None, config_path: str | None,
         data_dir=obj.data_dir,
         roots=list(roots) or None,
         allow_private_urls=allow_private_urls,
+        proxy=proxy,
         cors_origins=list(cors_origins) or None,
         log_json=log_json,
     )
+    from ..net import proxies_from
+
+    proxies_from(settings.proxy)  # a malformed https_proxy & co. stops the start, not every URL request
     app = create_app(None, settings)
     state = app.state.clipseek
     if settings.auth != "off" and not state.keys.list() and (settings.auth == "on" or not settings.local_only):

@@ -250,6 +250,7 @@ class Jobs:
                 on_total=total,
                 report=job.report,
                 allow_private_urls=settings.allow_private_urls,
+                proxy=settings.proxy,
                 max_download_mb=settings.max_upload_bytes / 1e6,
                 **options,
             )

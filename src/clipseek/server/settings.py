@@ -46,6 +46,8 @@ class Settings:
     rate_burst: int = 50  # requests a key may send at once before the rate applies
     cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
     allow_private_urls: bool = False  # image URLs may reach loopback/private addresses
+    # http(s) proxy for image URLs; "": none; None: the environment's (http_proxy, https_proxy, no_proxy ...)
+    proxy: str | None = None
     auth: str = "auto"  # "auto": keys required unless on localhost with no key created; "on"; "off" (localhost only)
     log_json: bool = True
     # > 0: concurrent text/image queries arriving within this window share an encoder call; 0: off (the
@@ -147,6 +149,10 @@ def _checked(values: dict[str, Any], source: str) -> dict[str, Any]:
             raise ClipseekError(f"{source}: setting {key!r} must be {kind}, got {value!r}")
         if key == "auth" and value not in ("auto", "on", "off"):
             raise ClipseekError(f"{source}: auth must be 'auto', 'on' or 'off', got {value!r}")
+        if key == "proxy" and value:
+            from ..net import parse_proxy
+
+            parse_proxy(value, {"environment": "CLIPSEEK_PROXY", "options": "--proxy"}.get(source, f"{source} proxy"))
         if kind in ("int", "float") and value < 0:
             raise ClipseekError(f"{source}: setting {key!r} must not be negative, got {value!r}")
         out[key] = float(value) if kind == "float" else value

@@ -11,7 +11,7 @@ What a request may make the server read is bounded here:
   a configured root, else 403; relative paths are relative to the first root;
 - an image URL goes through :func:`clipseek.net.fetch_url` with the address guard (loopback,
   link-local and private addresses refused with 403 unless ``allow_private_urls``) and the upload
-  size limit;
+  size limit, through the ``proxy`` setting's proxy (502 ``proxy_failed`` when it fails);
 - a thumbnail is made only from the record's own file: the ``path`` the server stored when it read
   the image, and only while that file still has the bytes it hashed then (``_sha256``, bookkeeping
   no client can write). No request parameter ever names a file.
@@ -511,7 +511,10 @@ def _fetch(state: State, url: str) -> bytes:
     if not url.startswith(("http://", "https://")):
         raise ApiError(400, "bad_url", f"{url!r}: only http:// and https:// image URLs are accepted")
     try:
-        return fetch_url(url, max_bytes=state.settings.max_upload_bytes, allow_private=state.settings.allow_private_urls)
+        settings = state.settings
+        return fetch_url(
+            url, max_bytes=settings.max_upload_bytes, allow_private=settings.allow_private_urls, proxy=settings.proxy
+        )
     except DownloadError as e:
         if e.reason == "refused_address":
             raise ApiError(
@@ -519,6 +522,8 @@ def _fetch(state: State, url: str) -> bytes:
             ) from None
         if e.reason == "too_large":
             raise ApiError(413, "too_large", str(e)) from None
+        if e.reason == "proxy_failed":  # the server's own network setup, not the client's URL
+            raise ApiError(502, "proxy_failed", str(e)) from None
         raise
 
 
