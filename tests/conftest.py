@@ -7,6 +7,7 @@ It is registered through the real plugin hook, as a third-party encoder would be
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -73,13 +74,13 @@ def test_plugin() -> Iterator[None]:
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "CLIPSEEK_PROXY")
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def pytest_sessionstart(session: pytest.Session) -> None:
     """Downloads honour http_proxy/https_proxy/all_proxy (and CLIPSEEK_PROXY): a machine that sets
-    them must not send the tests' loopback downloads to its proxy. Tests of proxies set their own."""
+    them must not send the tests' loopback downloads to its proxy, nor hand them to the servers the
+    session-scoped fixtures start before any test runs. Tests of proxies set their own."""
     for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
+        os.environ.pop(name, None)
+        os.environ.pop(name.upper(), None)
 
 
 @pytest.fixture
