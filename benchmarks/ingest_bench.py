@@ -72,10 +72,15 @@ def make_jpegs(out: Path, n: int) -> list[Path]:
     photos = [Image.open(p).convert("RGB") for _, p, _ in sample_photos()]
     rng = np.random.default_rng(0)
     files = []
+    seen: set[tuple[int, int, int, int]] = set()
     for i in range(n):
         im = photos[i % len(photos)]
         im = im.resize((SIZE[0] * 5 // 4, SIZE[1] * 5 // 4), Image.BICUBIC)
-        x, y = int(rng.integers(0, im.width - SIZE[0])), int(rng.integers(0, im.height - SIZE[1]))
+        while True:  # a crop not drawn before for this photo and flip: no two files share their bytes
+            x, y = int(rng.integers(0, im.width - SIZE[0])), int(rng.integers(0, im.height - SIZE[1]))
+            if (i % len(photos), i // len(photos) % 2, x, y) not in seen:
+                seen.add((i % len(photos), i // len(photos) % 2, x, y))
+                break
         im = im.crop((x, y, x + SIZE[0], y + SIZE[1]))
         if i // len(photos) % 2:
             im = ImageOps.mirror(im)
