@@ -7,8 +7,10 @@ Writes into ``<model_dir>/onnx/``:
   (N, L) int64 -> text_embeds (N, D)`` (``get_text_features``). Batch and sequence axes are dynamic.
 - ``image.int8.onnx`` / ``text.int8.onnx`` (with ``int8=True``): ONNX Runtime dynamic quantisation
   (``quantize_dynamic``, int8 weights, activations quantised at run time). The recipe (``int8_recipe`` in
-  the manifest) quantises every op type ORT supports by default (``all-ops``), not only MatMul/Gemm
-  (rclip's): on real-size ViT-B/32 it runs 1.7x faster at the same cosine to fp32 (benchmarks/README.md).
+  the manifest; :data:`INT8_RECIPES`) quantises every op type ORT supports by default except ``Conv``
+  (``no-conv``): the patch embedding as ``ConvInteger`` took a quarter of the int8 image tower's time,
+  against a sixth of that in fp32, so leaving it fp32 makes real-size ViT-B/32 1.2x faster at the
+  same cosine to fp32 (``benchmarks/int8_recipes.py``; figures in benchmarks/README.md).
 - ``tokenizer.json`` when the model's tokenizer is a ``tokenizers`` one and gives the same ids as
   transformers' tokenizer on a set of English and Chinese probes (lets the query path skip transformers).
 - ``manifest.json``: architecture, dimension, inputs, text length/padding, the model's logit scale/bias,
@@ -46,9 +48,14 @@ def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-#: int8 recipes: the op types ``quantize_dynamic`` quantises (None: all it supports by default).
-INT8_RECIPES: dict[str, list[str] | None] = {"all-ops": None, "matmul-gemm": ["MatMul", "Gemm"]}
-INT8_RECIPE = "all-ops"
+#: int8 recipes: the op types ``quantize_dynamic`` quantises (None: all it supports by default, which in
+#: ONNX Runtime 1.2x-1.3x are Attention, Conv, EmbedLayerNormalization, Gather, LSTM, MatMul, Transpose).
+INT8_RECIPES: dict[str, list[str] | None] = {
+    "no-conv": ["Attention", "EmbedLayerNormalization", "Gather", "LSTM", "MatMul", "Transpose"],
+    "all-ops": None,
+    "matmul-gemm": ["MatMul", "Gemm"],  # rclip's recipe (its history; 3.3.0 ships fp32)
+}
+INT8_RECIPE = "no-conv"
 
 
 def export(model_dir: str | Path, *, int8: bool = True, default: str | None = None, opset: int = OPSET,
