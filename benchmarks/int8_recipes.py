@@ -64,9 +64,8 @@ def main() -> None:
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = Path(args.work or tempfile.mkdtemp(prefix="clipseek-recipes-"))
     tmp.mkdir(parents=True, exist_ok=True)
