@@ -14,6 +14,7 @@ import time
 from typing import Iterator
 
 import pytest
+from _httpd import serving
 
 from clipseek import net
 from clipseek.errors import BadImage, DownloadError
@@ -76,13 +77,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server() -> Iterator[str]:
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with serving(srv):
         yield f"127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 @pytest.fixture

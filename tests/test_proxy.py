@@ -16,12 +16,12 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from _httpd import serving
 from _proxy import ForwardProxy
 from click.testing import CliRunner
 from test_downloads import BLUE, FAST, GREEN, PUBLIC_IP, RED, Server
@@ -35,14 +35,8 @@ ADVICE = "pass allow_private_urls=True (CLI: --allow-private-urls, or CLIPSEEK_A
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    srv = Server()
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with serving(Server()) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 @pytest.fixture
@@ -402,13 +396,8 @@ class _QuietServer(Server):
 def https_server(tls: tuple[ssl.SSLContext, Path]) -> Iterator[Server]:
     srv = _QuietServer()
     srv.socket = tls[0].wrap_socket(srv.socket, server_side=True)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with serving(srv):
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 @pytest.mark.parametrize("proxy_tls", [False, True], ids=["http-proxy", "https-proxy"])

@@ -7,12 +7,12 @@ import functools
 import hashlib
 import http.server
 import io
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _httpd import serving
 from PIL import Image
 
 from clipseek.engine import Engine
@@ -37,13 +37,8 @@ def site(tmp_path: Path) -> Iterator[str]:
             pass
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with serving(srv):
         yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 @pytest.fixture
