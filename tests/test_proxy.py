@@ -187,6 +187,11 @@ def test_no_proxy_hosts_are_reached_directly(server: Server, proxy: ForwardProxy
         ("10.1.2.3", "fd00::/8", False),
         ("anything.example", "x.example, *", True),
         ("images.example", "", False),
+        ("[::1]", "::1", True),  # a bracketed IPv6 host is the address
+        ("images.example", "images.example.", True),  # a trailing dot on the entry too
+        ("10.9.9.9", "10.1.2.3/8", True),  # host bits in a CIDR entry are ignored, as curl does
+        ("10.1.2.3", "x.example, 10.0.0.0/8", True),  # a name entry does not end the search for an IP
+        ("11.1.2.3", "x.example, 10.0.0.0/8", False),
     ],
 )
 def test_no_proxy_rules(host: str, entries: str, bypassed: bool) -> None:
@@ -207,6 +212,10 @@ def _urls(p: net.Proxies) -> tuple[str | None, str | None]:
         (None, {"http_proxy": "http://c:3", "HTTP_PROXY": "http://b:2"}, "http://c:3 http_proxy", None),
         (None, {"HTTP_PROXY": "http://b:2"}, "http://b:2 HTTP_PROXY", None),
         (None, {"HTTP_PROXY": "http://b:2", "REQUEST_METHOD": "GET"}, None, None),  # CGI: httpoxy
+        # under CGI only HTTP_PROXY can come from a request header (Proxy:); the others still count
+        (None, {"HTTP_PROXY": "http://b:2", "ALL_PROXY": "http://d:4", "HTTPS_PROXY": "http://a:1", "REQUEST_METHOD": "GET"},
+         "http://d:4 ALL_PROXY", "http://a:1 HTTPS_PROXY"),
+        (None, {"http_proxy": "http://c:3", "REQUEST_METHOD": "GET"}, "http://c:3 http_proxy", None),
         (None, {"ALL_PROXY": "https://d"}, "https://d:443 ALL_PROXY", "https://d:443 ALL_PROXY"),
         (None, {"all_proxy": "http://d:4", "https_proxy": "http://a:1"}, "http://d:4 all_proxy", "http://a:1 https_proxy"),
         (None, {"https_proxy": " ", "all_proxy": "http://d:4"}, "http://d:4 all_proxy", "http://d:4 all_proxy"),
@@ -214,11 +223,70 @@ def _urls(p: net.Proxies) -> tuple[str | None, str | None]:
         (None, {"https_proxy": "http://a:1", "CLIPSEEK_PROXY": ""}, None, None),
         ("http://f:6", {"https_proxy": "http://a:1", "CLIPSEEK_PROXY": ""}, "http://f:6 proxy", "http://f:6 proxy"),
         ("", {"https_proxy": "http://a:1", "all_proxy": "http://d:4"}, None, None),
+        (" \t", {"https_proxy": "http://a:1"}, None, None),  # blank is "" too, not a malformed URL
+        (None, {"https_proxy": "http://a:1", "CLIPSEEK_PROXY": " "}, None, None),
         ("http://[::1]:3128/", {}, "http://[::1]:3128 proxy", "http://[::1]:3128 proxy"),
     ],
 )
 def test_which_proxy_a_setting_and_the_environment_give(proxy, env, http, https) -> None:  # type: ignore[no-untyped-def]
     assert _urls(net.proxies_from(proxy, env)) == (http, https)
+
+
+def test_no_proxy_entries_apply_to_every_proxy_but_none() -> None:
+    entries = "a.example,b.example , .c.example,,"
+    assert net.proxies_from("http://p:1", {"no_proxy": entries}).no_proxy == ("a.example", "b.example", ".c.example")
+    assert net.proxies_from(None, {"ALL_PROXY": "http://p:1", "NO_PROXY": "x.example"}).no_proxy == ("x.example",)
+    assert net.proxies_from(None, {"CLIPSEEK_PROXY": "http://p:1", "no_proxy": " ", "NO_PROXY": "y"}).no_proxy == ("y",)
+    assert net.proxies_from("", {"no_proxy": "x.example"}) == net.Proxies()
+
+
+def test_each_scheme_goes_to_its_own_proxy_unless_bypassed() -> None:
+    a, b = net.parse_proxy("http://a:1", "http_proxy"), net.parse_proxy("http://b:2", "https_proxy")
+    proxies = net.Proxies(a, b, ("direct.example",))
+    assert proxies.for_url("http", "images.example") is a
+    assert proxies.for_url("https", "images.example") is b
+    assert proxies.for_url("ftp", "images.example") is None
+    assert proxies.for_url("https", "cdn.direct.example") is None
+    assert proxies.for_url("http", "direct.example") is None
+    assert net.Proxies(a, None).for_url("https", "images.example") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (" http://a%40corp:pa%3Ass@proxy.corp:3128\n", net.Proxy("http", "proxy.corp", 3128, "proxy", "a@corp", "pa:ss")),
+        ("proxy.corp", net.Proxy("http", "proxy.corp", 80, "proxy")),
+        ("HTTPS://Proxy.Corp/", net.Proxy("https", "proxy.corp", 443, "proxy")),
+        ("http://alice@proxy.corp:8080", net.Proxy("http", "proxy.corp", 8080, "proxy", "alice", "")),
+        ("http://bücher.example:3128", net.Proxy("http", "xn--bcher-kva.example", 3128, "proxy")),
+        ("http://[fd00::1]:3128", net.Proxy("http", "fd00::1", 3128, "proxy")),
+    ],
+)
+def test_a_proxy_url_is_read_as_curl_reads_it(value: str, expected: net.Proxy) -> None:
+    assert net.parse_proxy(value) == expected
+
+
+def test_a_proxy_prints_without_credentials_and_with_its_setting() -> None:
+    assert str(net.parse_proxy("http://u:pw@p:1")) == "http://p:1"
+    assert str(net.parse_proxy("https://u:pw@[::1]", "https_proxy")) == "https://[::1]:443 (from https_proxy)"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("alice:s3cret@proxy:x", "alice:***@proxy:x"),  # no scheme
+        ("http://alice:s@cret@proxy:x", "http://alice:***@proxy:x"),  # an unencoded @ in the password
+        ("http://alice:s3:cret@proxy:x", "http://alice:***@proxy:x"),  # an unencoded : in the password
+        ("http://alice@proxy:x", "http://alice@proxy:x"),  # no password: nothing hidden
+    ],
+)
+def test_a_bad_proxy_url_is_shown_without_its_password(value: str, shown: str) -> None:
+    with pytest.raises(ClipseekError) as info:
+        net.parse_proxy(value, "--proxy")
+    assert str(info.value) == (
+        f"--proxy={shown!r}: not a proxy URL (Port could not be cast to integer value as 'x'); "
+        "expected http://host:port or https://host:port"
+    )
 
 
 def test_the_environment_is_honoured_and_an_empty_proxy_ignores_it(server: Server, proxy: ForwardProxy, connects, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -287,6 +355,8 @@ def test_cli_search_and_serve_take_the_proxy(server: Server, proxy: ForwardProxy
         ("http://proxy.corp:port", "not a proxy URL (Port could not be cast to integer value as 'port')"),
         ("http://", "no proxy host"),
         ("http://wpad.corp/proxy.pac", "a proxy URL has no path (PAC files are not supported)"),
+        ("http://proxy.corp:3128/?pac=1", "a proxy URL has no path (PAC files are not supported)"),
+        ("http://proxy.corp:3128#x", "a proxy URL has no path (PAC files are not supported)"),
         ("http://proxy corp:3128", "spaces in the URL"),
     ],
 )
