@@ -353,6 +353,7 @@ def test_cli_search_and_serve_take_the_proxy(server: Server, proxy: ForwardProxy
         ("socks5://proxy.corp:1080", "SOCKS proxies are not supported, only HTTP(S) proxies"),
         ("http://proxy.corp:99999", "not a proxy URL (Port out of range 0-65535)"),
         ("http://proxy.corp:port", "not a proxy URL (Port could not be cast to integer value as 'port')"),
+        ("http://proxy.corp:0", "not a proxy URL (port 0)"),
         ("http://", "no proxy host"),
         ("http://wpad.corp/proxy.pac", "a proxy URL has no path (PAC files are not supported)"),
         ("http://proxy.corp:3128/?pac=1", "a proxy URL has no path (PAC files are not supported)"),

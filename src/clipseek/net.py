@@ -187,6 +187,8 @@ def parse_proxy(value: str, source: str = "proxy") -> Proxy:
         port = parts.port
     except ValueError as e:
         raise bad(f"not a proxy URL ({e})") from None
+    if port == 0:  # else "or 80" below would quietly send everything to port 80
+        raise bad("not a proxy URL (port 0)")
     scheme = parts.scheme.lower()
     if scheme.startswith("socks"):
         raise bad("SOCKS proxies are not supported, only HTTP(S) proxies")
