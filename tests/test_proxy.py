@@ -191,6 +191,9 @@ def test_no_proxy_hosts_are_reached_directly(server: Server, proxy: ForwardProxy
         ("images.example", "images.example.", True),  # a trailing dot on the entry too
         ("10.9.9.9", "10.1.2.3/8", True),  # host bits in a CIDR entry are ignored, as curl does
         ("10.1.2.3", "x.example, 10.0.0.0/8", True),  # a name entry does not end the search for an IP
+        ("xn--bcher-kva.example", "bücher.example", True),  # a Unicode entry matches the URL's IDNA host
+        ("a.xn--bcher-kva.example", "Bücher.example", True),
+        ("xn--bcher-kva.example", "bucher.example", False),
         ("11.1.2.3", "x.example, 10.0.0.0/8", False),
     ],
 )

@@ -262,6 +262,18 @@ def proxies_from(proxy: str | None = None, env: Mapping[str, str] | None = None)
     return Proxies(found["http"], found["https"], no_proxy)
 
 
+def _ascii_host(name: str) -> str:
+    """A host name as the URL's host reaches the proxy choice: IDNA (``bücher.example`` ->
+    ``xn--bcher-kva.example``), as :func:`parse_proxy` writes the proxy's own host. Left as it is
+    when it is ASCII already or IDNA cannot encode it (it then matches nothing)."""
+    if name.isascii():
+        return name
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return name
+
+
 def bypasses_proxy(host: str, no_proxy: tuple[str, ...]) -> bool:
     """Whether ``host`` is reached directly under these ``NO_PROXY`` entries (curl's rules): ``*``
     (every host), a name (itself and its subdomains; a leading dot changes nothing), an IP address,
@@ -273,7 +285,7 @@ def bypasses_proxy(host: str, no_proxy: tuple[str, ...]) -> bool:
     except ValueError:
         ip = None
     for entry in no_proxy:
-        e = entry.strip("[]").strip(".").lower()
+        e = _ascii_host(entry.strip("[]").strip(".").lower())
         if e == "*":
             return True
         if not e:
