@@ -360,6 +360,13 @@ def test_wrong_dimension(make) -> None:  # type: ignore[no-untyped-def]
     assert st.get(["y"]) == [None]
 
 
+@pytest.mark.parametrize("dim", [0, -3])
+def test_a_dimension_below_one_is_refused_before_anything_is_created(make, tmp_path: Path, dim: int) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(BadVector, match=f"dimension must be positive, got {dim}"):
+        make(dim=dim, name="bad")
+    assert not (tmp_path / "bad").exists()  # no directory, no files, nothing on a server's side recorded here
+
+
 def test_wrong_dimension_inside_a_batch(make) -> None:  # type: ignore[no-untyped-def]
     st = make()
     with pytest.raises(BadVector):

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import BadVector
 from ..filters import Condition
 from ..types import Hit, Record
 
@@ -63,8 +64,10 @@ class VectorStore(ABC):
     secret_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, path: Path | None, dim: int, **options: Any) -> None:
+        if int(dim) <= 0:
+            raise BadVector(f"dimension must be positive, got {dim}")
         self.path = path
-        self.dim = dim
+        self.dim = int(dim)
 
     @abstractmethod
     def upsert(self, records: Sequence[Record]) -> None: ...

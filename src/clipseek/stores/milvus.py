@@ -328,9 +328,7 @@ class MilvusStore(VectorStore):
     ) -> None:
         if path is None:
             raise ClipseekError("the milvus store needs a directory for its milvus.json (path=None given)")
-        if int(dim) <= 0:
-            raise BadVector(f"dimension must be positive, got {dim}")
-        super().__init__(Path(path), int(dim))
+        super().__init__(Path(path), int(dim))  # refuses a dimension below 1
         self.path: Path = Path(path)
         if consistency.lower() not in LEVELS:
             raise ClipseekError(f"unknown Milvus consistency {consistency!r}; use one of {', '.join(LEVELS)}")

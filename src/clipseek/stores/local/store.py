@@ -140,9 +140,7 @@ class LocalStore(VectorStore):
     ) -> None:
         if path is None:
             raise ClipseekError("the local store needs a directory (path=None given); use the memory store")
-        if int(dim) <= 0:
-            raise BadVector(f"dimension must be positive, got {dim}")
-        super().__init__(Path(path), int(dim))
+        super().__init__(Path(path), int(dim))  # refuses a dimension below 1
         self.path: Path = Path(path)
         self.exact_below = int(exact_below)
         self.filtered_exact_fraction = float(filtered_exact_fraction)
